@@ -1,0 +1,3 @@
+"""Strata: systemd system and configuration extensions, end to end."""
+
+__version__ = "0.1.0"

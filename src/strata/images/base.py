@@ -1,0 +1,211 @@
+"""The read-only filesystem view every image reader provides, and the directory implementation.
+
+Paths are image-relative, "/"-separated; a leading "/" is allowed and means the image root.
+Nothing here follows a symlink out of the image: `resolve` chases links with the image root as "/".
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import errno
+import os
+import posixpath
+import stat as _stat
+from dataclasses import dataclass
+
+from strata.errors import ErrorKind, StrataError
+
+
+class FileKind(enum.Enum):
+    REGULAR = "regular"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    OTHER = "other"  # devices, fifos, sockets
+
+    @classmethod
+    def from_mode(cls, mode: int) -> FileKind:
+        if _stat.S_ISREG(mode):
+            return cls.REGULAR
+        if _stat.S_ISDIR(mode):
+            return cls.DIRECTORY
+        if _stat.S_ISLNK(mode):
+            return cls.SYMLINK
+        return cls.OTHER
+
+
+@dataclass(frozen=True)
+class Stat:
+    """lstat() of an entry inside an image."""
+
+    kind: FileKind
+    mode: int  # full st_mode, type bits included
+    size: int
+    uid: int
+    gid: int
+    mtime: int  # seconds
+
+
+MAX_SYMLINK_HOPS = 40
+
+
+def split(path: str) -> list[str]:
+    """Image path -> components, rejecting ".." escapes is left to resolve(); "." dropped."""
+    return [p for p in path.split("/") if p and p != "."]
+
+
+class ImageFS(abc.ABC):
+    """A read-only tree: a directory, or a filesystem inside an image file, read without mounting.
+
+    Readers raise StrataError(kind=NOT_FOUND, errno=ENOENT) for missing paths and
+    StrataError(kind=INVALID) naming the image for corrupt structures. `lstat`, `listdir`,
+    `read`, `readlink` and `getxattr` do not follow a symlink in the *last* component but do
+    follow symlinks in intermediate components (within the image).
+    """
+
+    #: what to call this image in messages (usually its path)
+    label: str
+
+    @abc.abstractmethod
+    def lstat(self, path: str) -> Stat: ...
+
+    @abc.abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Entry names, without "." and "..", in on-disk order."""
+
+    @abc.abstractmethod
+    def read(self, path: str, *, limit: int | None = None) -> bytes:
+        """Contents of a regular file (at most `limit` bytes)."""
+
+    @abc.abstractmethod
+    def readlink(self, path: str) -> str: ...
+
+    @abc.abstractmethod
+    def getxattr(self, path: str, name: str) -> bytes | None:
+        """Value of extended attribute `name` (e.g. "user.extension-release.strict"), or None."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release file handles."""
+
+    def __enter__(self) -> ImageFS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.lstat(path)
+        except StrataError as e:
+            if e.errno == errno.ENOENT or e.kind is ErrorKind.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def resolve(self, path: str) -> str:
+        """Chase symlinks in every component with the image root as "/" ("chase" in systemd
+        terms); returns the normalized image path. Missing components raise NOT_FOUND."""
+        todo = split(path)
+        done: list[str] = []
+        hops = 0
+        while todo:
+            part = todo.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            cur = "/" + "/".join([*done, part])
+            st = self.lstat(cur)
+            if st.kind is FileKind.SYMLINK:
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise StrataError(f"{self.label}:{cur}: too many levels of symbolic links",
+                                      kind=ErrorKind.INVALID, errno=errno.ELOOP)
+                target = self.readlink(cur)
+                if target.startswith("/"):
+                    done = []
+                todo = split(target) + todo
+                continue
+            done.append(part)
+        return "/" + "/".join(done)
+
+
+def _not_found(label: str, path: str) -> StrataError:
+    return StrataError(f"{label}:{path}: No such file or directory", kind=ErrorKind.NOT_FOUND,
+                       errno=errno.ENOENT)
+
+
+class DirectoryFS(ImageFS):
+    """A directory extension. Intermediate symlinks are resolved inside the directory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.label = root
+
+    def _host(self, path: str) -> str:
+        parts = split(path)
+        if not parts:
+            return self.root
+        parent = self.resolve("/" + "/".join(parts[:-1])) if len(parts) > 1 else "/"
+        return posixpath.join(self.root, parent.lstrip("/"), parts[-1])
+
+    def _wrap(self, exc: OSError, path: str) -> StrataError:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return _not_found(self.label, path)
+        return StrataError.from_os(exc, f"{self.label}:{path}")
+
+    def lstat(self, path: str) -> Stat:
+        parts = split(path)
+        try:
+            if len(parts) > 1:
+                host = self._host(path)
+            else:
+                host = posixpath.join(self.root, *parts) if parts else self.root
+            st = os.lstat(host)
+        except OSError as e:
+            raise self._wrap(e, path) from e
+        return Stat(FileKind.from_mode(st.st_mode), st.st_mode, st.st_size, st.st_uid,
+                    st.st_gid, int(st.st_mtime))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            with os.scandir(self._host(path)) as it:
+                return [e.name for e in it]
+        except OSError as e:
+            raise self._wrap(e, path) from e
+
+    def read(self, path: str, *, limit: int | None = None) -> bytes:
+        try:
+            fd = os.open(self._host(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise self._wrap(e, path) from e
+        try:
+            if not _stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StrataError(f"{self.label}:{path}: not a regular file",
+                                  kind=ErrorKind.INVALID)
+            chunks: list[bytes] = []
+            remaining = limit if limit is not None else -1
+            while remaining != 0:
+                chunk = os.read(fd, 1 << 20 if remaining < 0 else min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if remaining > 0:
+                    remaining -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def readlink(self, path: str) -> str:
+        try:
+            return os.readlink(self._host(path))
+        except OSError as e:
+            raise self._wrap(e, path) from e
+
+    def getxattr(self, path: str, name: str) -> bytes | None:
+        try:
+            return os.getxattr(self._host(path), name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return None
+            raise self._wrap(e, path) from e

@@ -1,0 +1,72 @@
+"""ctypes access to libc, with errno turned into OSError."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from typing import Any
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def call(name: str, *args: Any) -> int:
+    """Call libc function `name`; a -1 return raises OSError with errno."""
+    fn = getattr(_libc, name)
+    ret = int(fn(*args))
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def syscall(number: int, *args: Any) -> int:
+    """Raw syscall(2); a -1 return raises OSError with errno."""
+    ret = int(_libc.syscall(ctypes.c_long(number), *args))
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+CLONE_NEWNS = 0x00020000
+
+
+def unshare(flags: int) -> None:
+    call("unshare", ctypes.c_int(flags))
+
+
+def setns(fd: int, nstype: int) -> None:
+    call("setns", ctypes.c_int(fd), ctypes.c_int(nstype))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    call("mount", _b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    call("umount2", _b(target), ctypes.c_int(flags))
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
+# umount2(2) flags
+MNT_FORCE = 1
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8

@@ -1,0 +1,52 @@
+"""Shared test set-up: the `privileged` marker.
+
+Tests marked `privileged` need root, mount namespaces, loop devices, overlayfs/erofs/squashfs
+and the mkfs tools. Each one runs its kernel work in a private mount namespace (see
+strata.kernel.ns) against a scratch root. Where something is missing the test is skipped with
+exactly what is missing, and with STRATA_REQUIRE_PRIVILEGED=1 (CI) such a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+import pytest
+
+
+@functools.cache
+def privileged_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "not running as root"
+    if not os.path.exists("/dev/loop-control"):
+        return "/dev/loop-control is missing (no loop device support)"
+    try:
+        with open("/proc/filesystems") as f:
+            fstypes = {line.split()[-1] for line in f if line.strip()}
+    except OSError:
+        return "/proc/filesystems is unreadable"
+    for fs in ("overlay", "erofs", "squashfs"):
+        if fs not in fstypes:
+            return f"the kernel lacks the {fs} filesystem"
+    for tool in ("mkfs.erofs", "mksquashfs"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    try:
+        from strata.kernel.ns import run_isolated
+
+        run_isolated(lambda: None)
+    except Exception as e:  # noqa: BLE001 - report whatever stops namespaces
+        return f"cannot create a private mount namespace: {e}"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("privileged") is None:
+        return
+    missing = privileged_missing()
+    if missing is None:
+        return
+    if os.environ.get("STRATA_REQUIRE_PRIVILEGED") == "1":
+        pytest.fail(f"privileged test cannot run: {missing} (STRATA_REQUIRE_PRIVILEGED=1)")
+    pytest.skip(f"privileged test skipped: {missing}")
