@@ -1,0 +1,63 @@
+"""The `strata` command. Heavy modules are imported only by the verb that needs them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from strata import __version__, log
+from strata.errors import StrataError
+from strata.model import ExtClass
+
+USAGE = """\
+strata [--version] COMMAND ...
+
+Strata: systemd system and configuration extensions, end to end.
+
+Commands:
+  sysext [VERB] [OPTIONS]   Merge system extensions into /usr and /opt
+                            (a drop-in for systemd-sysext: status, merge,
+                            unmerge, refresh, list)
+  confext [VERB] [OPTIONS]  The same for configuration extensions in /etc
+                            (a drop-in for systemd-confext)
+
+Run 'strata COMMAND --help' for a command's options. Invoked through a symlink
+named systemd-sysext or systemd-confext, strata acts as that command.
+"""
+
+
+def report(e: StrataError) -> int:
+    log.error(e.message)
+    if e.hint:
+        log.info(f"Hint: {e.hint}")
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    log.setup()
+    args = list(sys.argv[1:] if argv is None else argv)
+    invoked = os.path.basename(sys.argv[0]) if argv is None else "strata"
+    try:
+        if invoked in ("systemd-sysext", "systemd-confext"):
+            from strata.cli import sysext
+
+            cls = ExtClass.SYSEXT if invoked == "systemd-sysext" else ExtClass.CONFEXT
+            return sysext.run(cls, args, invoked)
+        if not args or args[0] in ("-h", "--help", "help"):
+            sys.stdout.write(USAGE)
+            return 0 if args else 1
+        if args[0] == "--version":
+            sys.stdout.write(f"strata {__version__}\n")
+            return 0
+        cmd, rest = args[0], args[1:]
+        if cmd in ("sysext", "confext"):
+            from strata.cli import sysext
+
+            return sysext.run(ExtClass(cmd), rest, f"strata {cmd}")
+        sys.stderr.write(f"strata: unknown command '{cmd}'\n\n{USAGE}")
+        return 1
+    except StrataError as e:
+        return report(e)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,109 @@
+"""The marker directory (.systemd-sysext / .systemd-confext) systemd writes at the top of each
+merged hierarchy, and the "is this merge ours?" test (is_our_mount_point in sysext.c).
+
+Strata writes exactly what systemd v257 writes so that either tool can read and undo the
+other's merges: `extensions` (or `confexts`) lists every merged image name, ascending by
+strverscmp_improved, "\\n"-joined without a trailing newline; `dev` holds "MAJ:MIN" of the
+overlay; `work_dir` the cescaped workdir relative to the root (persistent mutable modes only).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from strata.errors import ErrorKind, StrataError
+from strata.model import ExtClass
+from strata.parse import cescape, cunescape, parse_devnum
+
+
+@dataclass(frozen=True)
+class MergedState:
+    """What the marker of a live merge says."""
+
+    path: str  # the hierarchy's host path (root prefix included)
+    extensions: tuple[str, ...]
+    since_us: int  # mtime of the merged hierarchy root, in µs
+    dev: tuple[int, int]
+    work_dir: str | None  # absolute host path of the workdir, if any
+
+
+def marker_files(cls: ExtClass, extensions: list[str] | tuple[str, ...], work_dir_in_root: str | None
+                 ) -> dict[str, str]:
+    """Marker file name -> content, except `dev` (known only once the overlay exists)."""
+    files = {cls.marker_list: "\n".join(extensions)}
+    if work_dir_in_root is not None:
+        files["work_dir"] = cescape(work_dir_in_root)
+    return files
+
+
+def format_dev(st_dev: int) -> str:
+    return f"{os.major(st_dev)}:{os.minor(st_dev)}"
+
+
+def _read_one_line(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4096)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to read '{path}'") from e
+    return data.split(b"\n", 1)[0].decode(errors="surrogateescape")
+
+
+def is_mount_point(path: str) -> bool:
+    """True if `path` is the root of a mount (mount id differs from its parent's)."""
+    from strata.kernel.mountapi import mount_id
+
+    try:
+        return mount_id(path) != mount_id(os.path.join(path, ".."))
+    except StrataError:
+        return os.path.ismount(path)
+
+
+def read_merged(cls: ExtClass, path: str, root: str) -> MergedState | None:
+    """The merge state of hierarchy `path`, or None if it is not a live merge of this class
+    (not a mount point, no marker, or a marker whose dev does not match: an offline copy)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to stat {path}") from e
+    if not is_mount_point(path):
+        return None
+    mdir = os.path.join(path, cls.marker_dir)
+    line = _read_one_line(os.path.join(mdir, "dev"))
+    if line is None:
+        return None
+    dev = parse_devnum(line)
+    if dev is None:
+        raise StrataError(f"Failed to parse device major/minor stored in '{cls.marker_dir}/dev' "
+                          f"file on '{path}': Invalid argument", kind=ErrorKind.INVALID,
+                          errno=errno.EINVAL)
+    if (os.major(st.st_dev), os.minor(st.st_dev)) != dev:
+        return None
+    list_file = os.path.join(mdir, cls.marker_list)
+    try:
+        with open(list_file, "rb") as f:
+            names = f.read().decode(errors="surrogateescape")
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to open '{list_file}'") from e
+    work_dir = None
+    wd_line = _read_one_line(os.path.join(mdir, "work_dir"))
+    if wd_line is not None:
+        try:
+            rel = cunescape(wd_line)
+        except ValueError as e:
+            raise StrataError(f"Failed to unescape work directory path in {mdir}/work_dir: {e}",
+                              kind=ErrorKind.INVALID) from e
+        work_dir = os.path.join(root, rel.lstrip("/")) if root != "/" else "/" + rel.lstrip("/")
+    return MergedState(
+        path=path,
+        extensions=tuple(n for n in names.split("\n") if n),
+        since_us=st.st_mtime_ns // 1000,
+        dev=dev,
+        work_dir=work_dir,
+    )

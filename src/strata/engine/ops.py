@@ -1,0 +1,372 @@
+"""The engine's verbs: status, list, merge, unmerge, refresh (systemd-sysext v257 semantics).
+
+merge/refresh: discover and read every image without mounting, plan (pure), build the new
+overlays in a private namespace (engine.worker), then attach them here. A refresh slides the
+new overlay *beneath* the old one and then detaches the old one, so a reader never sees the
+hierarchy without its extensions (MOVE_MOUNT_BENEATH, Linux >= 6.5); older kernels fall back
+to systemd's unmerge-then-merge and say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from strata import faults, log
+from strata.discover import Extension, discover
+from strata.engine import marker
+from strata.engine.plan import Candidate, Selection, check_forbidden_directories, select
+from strata.engine.settings import Settings
+from strata.engine.worker import BuildResult, attach_submounts, clone_submounts
+from strata.engine.worker import build, remove_workdir
+from strata.errors import ErrorKind, StrataError
+from strata.fsutil import chase, join_root
+from strata.kernel import libc, mountapi
+from strata.kernel.ns import in_private_namespace
+from strata.model import ExtClass
+from strata.parse import parse_boolean
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    hierarchy: str
+    extensions: tuple[str, ...] | None  # None: not merged
+    since_us: int | None
+
+
+def in_initrd() -> bool:
+    return os.path.exists("/etc/initrd-release")
+
+
+def native_arch() -> str:
+    from strata.arch import native
+
+    return native()
+
+
+def require_privileges() -> None:
+    """merge/unmerge/refresh need CAP_SYS_ADMIN, as in systemd ("Need to be privileged.")."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    if int(line.split()[1], 16) & (1 << 21):
+                        return
+                    break
+    except OSError:
+        if os.geteuid() == 0:
+            return
+    raise StrataError("Need to be privileged.", kind=ErrorKind.PERMISSION, errno=errno.EPERM)
+
+
+@contextlib.contextmanager
+def root_lock(root: str) -> Iterator[None]:
+    """Serialise merge/unmerge/refresh on one root: an exclusive flock on the root directory
+    itself, so nothing is created and a crashed holder releases it with its last fd."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to open root directory '{root}'") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"Waiting for another merge on '{root}' to finish...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _resolved(h: str, root: str) -> str | None:
+    try:
+        return chase(h, root)
+    except StrataError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise StrataError(f"Failed to resolve path to hierarchy '{join_root(root, h)}': "
+                          f"{e.message}", kind=e.kind, errno=e.errno) from e
+
+
+# --- status and list -------------------------------------------------------------------------
+
+
+def status(settings: Settings) -> list[StatusRow]:
+    rows: list[StatusRow] = []
+    for h in settings.hierarchies:
+        target = _resolved(h, settings.root)
+        if target is None:
+            continue
+        state = marker.read_merged(settings.cls, target, settings.root)
+        if state is None:
+            rows.append(StatusRow(h, None, None))
+        else:
+            rows.append(StatusRow(h, state.extensions, state.since_us))
+    rows.sort(key=lambda r: [p for p in r.hierarchy.split("/") if p])
+    return rows
+
+
+def list_images(settings: Settings) -> list[Extension]:
+    result = discover(settings.cls, root=settings.root, initrd=in_initrd(), arch=native_arch())
+    for skip in result.skipped:
+        log.debug(f"Ignoring {skip.path}: {skip.reason}")
+    return list(result.extensions)
+
+
+# --- reading images --------------------------------------------------------------------------
+
+
+def read_candidates(settings: Settings, extensions: list[Extension]) -> list[Candidate]:
+    """image_read_metadata() for every image, without mounting; any failure is fatal, naming
+    the image, as in systemd."""
+    from strata.engine.inspect import read_candidate
+
+    out = []
+    for ext in extensions:
+        try:
+            out.append(read_candidate(ext, settings.cls, settings.hierarchies))
+        except StrataError as e:
+            raise StrataError(f"Failed to read metadata for image {ext.name}: {e.message}",
+                              hint=e.hint, kind=e.kind, errno=e.errno) from e
+    return out
+
+
+def read_all(settings: Settings) -> list[Candidate]:
+    """Discover and read every image (image_discover_and_read_metadata)."""
+    candidates = read_candidates(settings, list_images(settings))
+    check_forbidden_directories(settings.cls, candidates)
+    return candidates
+
+
+def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidate]
+           ) -> Selection:
+    """Compare with the host's os-release and pick (the start of merge_subprocess)."""
+    from strata.release import load_host_release, scope_of_root
+
+    host = load_host_release(settings.root, env)
+    return select(candidates, host, cls=settings.cls, scope=scope_of_root(settings.root),
+                  arch=native_arch(), force=settings.force)
+
+
+# --- unmerge ---------------------------------------------------------------------------------
+
+
+def unmerge_hierarchy(cls: ExtClass, target: str, root: str) -> int:
+    """Remove every overlay of ours stacked on `target`; submounts that sat on top are put
+    back on the revealed directory unless a mount is already there. Returns how many."""
+    n = 0
+    saved: list[tuple[str, int]] = []
+    while (state := marker.read_merged(cls, target, root)) is not None:
+        mdir = os.path.join(target, cls.marker_dir)
+        saved.extend(clone_submounts(target, exclude=mdir))
+        try:
+            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
+        mountapi.detach(target)
+        remove_workdir(state.work_dir)
+        log.info(f"Unmerged '{target}'.")
+        n += 1
+    keep = []
+    for rel, fd in saved:
+        dst = os.path.join(target, rel)
+        if os.path.lexists(dst) and marker.is_mount_point(dst):
+            os.close(fd)
+        else:
+            keep.append((rel, fd))
+    attach_submounts(target, keep)
+    return n
+
+
+def unmerge(settings: Settings) -> None:
+    require_privileges()
+    with root_lock(settings.root):
+        reload = need_reload(settings)
+        failure: StrataError | None = None
+        for h in settings.hierarchies:
+            try:
+                target = _resolved(h, settings.root)
+                if target is not None:
+                    unmerge_hierarchy(settings.cls, target, settings.root)
+            except StrataError as e:
+                log.error(e.message)
+                failure = failure or e
+        if reload:
+            daemon_reload()
+        if failure is not None:
+            raise failure
+
+
+# --- merge and refresh -----------------------------------------------------------------------
+
+
+def workspace_dir(settings: Settings) -> str:
+    """An empty directory the worker mounts its private tmpfs on (only the directory itself
+    ever shows on the host). Inside the root when it is writable, so --root touches nothing
+    outside it."""
+    for base in (join_root(settings.root, "/run/strata"), "/run/strata"):
+        try:
+            os.makedirs(base, 0o755, exist_ok=True)
+            return os.path.join(base, f"{settings.cls.value}.workspace")
+        except OSError:
+            continue
+    raise StrataError(f"Failed to create a workspace below {settings.root}/run or /run",
+                      kind=ErrorKind.SYSTEM)
+
+
+def first_merged(settings: Settings) -> str | None:
+    for h in settings.hierarchies:
+        target = _resolved(h, settings.root)
+        if target is not None and marker.read_merged(settings.cls, target, settings.root):
+            return h
+    return None
+
+
+def _detach_ours_above(cls: ExtClass, target: str, root: str, keep_id: int) -> list[str | None]:
+    """After a mount beneath: detach the old overlays stacked above the new one."""
+    old_workdirs: list[str | None] = []
+    while mountapi.mount_id(target) != keep_id:
+        state = marker.read_merged(cls, target, root)
+        if state is None:
+            log.warning(f"A foreign mount sits on top of '{target}'; leaving it in place.")
+            break
+        mdir = os.path.join(target, cls.marker_dir)
+        try:
+            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
+        mountapi.detach(target)
+        old_workdirs.append(state.work_dir)
+        faults.point("refresh-old-detached")
+    return old_workdirs
+
+
+def _detach_ours(cls: ExtClass, target: str, root: str) -> list[str | None]:
+    old: list[str | None] = []
+    while (state := marker.read_merged(cls, target, root)) is not None:
+        mdir = os.path.join(target, cls.marker_dir)
+        with contextlib.suppress(OSError):
+            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        mountapi.detach(target)
+        old.append(state.work_dir)
+    return old
+
+
+def attach_trees(settings: Settings, result: BuildResult, fds: list[int]) -> None:
+    """Put the built trees in place; only mount-table operations happen from here on."""
+    cls, root = settings.cls, settings.root
+    beneath = settings.atomic and mountapi.has_move_mount_beneath()
+    done: set[str] = set()
+    for tree, fd in zip(result.trees, fds, strict=True):
+        target = tree.target
+        try:
+            os.makedirs(target, 0o755, exist_ok=True)
+        except OSError as e:
+            raise StrataError.from_os(e, f"Failed to create hierarchy mount point '{target}'"
+                                      ) from e
+        old_workdirs: list[str | None] = []
+        if marker.read_merged(cls, target, root) is None:
+            mountapi.attach(fd, target)
+        elif beneath:
+            mountapi.attach(fd, target, beneath=True)
+            faults.point("refresh-beneath")
+            old_workdirs = _detach_ours_above(cls, target, root, mountapi.mount_id(fd))
+        else:
+            why = ("--atomic=no" if not settings.atomic
+                   else "the kernel lacks MOVE_MOUNT_BENEATH (Linux >= 6.5)")
+            log.info(f"Refreshing '{target}' by unmerging first ({why}); its extensions are "
+                     "briefly absent.")
+            old_workdirs = _detach_ours(cls, target, root)
+            mountapi.attach(fd, target)
+        for wd in old_workdirs:
+            if wd != tree.work_dir:
+                remove_workdir(wd)
+        done.add(tree.hierarchy)
+        log.info(f"Merged extensions into '{target}'.")
+        faults.point("attached")
+    for h in settings.hierarchies:
+        if h in done:
+            continue
+        target = _resolved(h, root)
+        if target is not None:
+            unmerge_hierarchy(cls, target, root)
+
+
+def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False) -> bool:
+    """Merge (or, with refresh, re-merge) the extensions. Returns False when nothing usable
+    was found (the caller of refresh then unmerges, as systemd does)."""
+    require_privileges()
+    with root_lock(settings.root):
+        candidates = read_all(settings)
+        if not refresh:
+            which = first_merged(settings)
+            if which is not None:
+                raise StrataError(f"Hierarchy '{which}' is already merged.", kind=ErrorKind.BUSY,
+                                  errno=errno.EBUSY, hint=f"use '{settings.cls.value} refresh'")
+        selection = choose(settings, env, candidates)
+        for d in selection.decisions:
+            if not d.accepted:
+                log.info(d.reason)
+        log.info(selection.summary())
+        if not selection.accepted:
+            return False
+        faults.point("planned")
+        result, fds = in_private_namespace(build, settings, selection, workspace_dir(settings))
+        try:
+            faults.point("built")
+            attach_trees(settings, result, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if need_reload(settings):
+            daemon_reload()
+        return True
+
+
+def refresh(settings: Settings, env: Mapping[str, str]) -> None:
+    if not merge(settings, env, refresh=True):
+        unmerge(settings)
+
+
+# --- service manager reload ------------------------------------------------------------------
+
+
+def need_reload(settings: Settings) -> bool:
+    """Any merged extension asking for EXTENSION_RELOAD_MANAGER=1 (read from the merged tree
+    with the relaxed lookup, as systemd does)."""
+    if settings.no_reload:
+        return False
+    from strata.images.base import DirectoryFS
+    from strata.release import find_extension_release
+
+    fs = DirectoryFS(settings.root)
+    for h in settings.hierarchies:
+        target = _resolved(h, settings.root)
+        state = marker.read_merged(settings.cls, target, settings.root) if target else None
+        if state is None:
+            continue
+        for name in state.extensions:
+            try:
+                found = find_extension_release(fs, settings.cls, name, relaxed=True)
+            except StrataError:
+                continue
+            value = (found.fields or {}).get("EXTENSION_RELOAD_MANAGER", "")
+            if value and parse_boolean(value):
+                return True
+    return False
+
+
+def daemon_reload() -> None:
+    """Ask systemd (when it is PID 1) to reload its units."""
+    if not os.path.isdir("/run/systemd/system"):
+        log.info("Not reloading the service manager: systemd is not running.")
+        return
+    from strata.run import run
+
+    run(["systemctl", "daemon-reload"])

@@ -1,0 +1,142 @@
+"""Pure planning: which discovered images are merged, in which order, into which hierarchies.
+
+Nothing here touches the filesystem. `select` takes what was read from each image (without
+mounting) plus the host's release data and decides, image by image, as systemd-sysext v257's
+merge_subprocess() does; `layer_order` and friends build the per-hierarchy stacks.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from strata.discover import Extension
+from strata.errors import ErrorKind, StrataError
+from strata.images import ImageLayout
+from strata.model import ExtClass, ImageType, Scope
+from strata.release import HostRelease, ReleaseLookup, check_compatibility
+from strata.versions import strverscmp_improved
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Everything the planner needs to know about one discovered image, read without mounting."""
+
+    ext: Extension
+    #: the class's extension-release lookup (strict name matching)
+    release: ReleaseLookup
+    #: the image ships usr/lib/os-release
+    forbidden: bool = False
+    #: raw images only: dissect's VALIDATE_OS_EXT would pass (no forbidden content, and a
+    #: strictly matching extension-release of either class)
+    valid_extension_tree: bool = True
+    #: hierarchy ("/usr") -> image-relative directory it resolves to, for hierarchies where the
+    #: image has a non-empty directory (systemd's "used" test)
+    content: Mapping[str, str] = field(default_factory=dict)
+    #: raw images: where the filesystem is and what it is
+    layout: ImageLayout | None = None
+
+    @property
+    def name(self) -> str:
+        return self.ext.name
+
+    @property
+    def is_raw(self) -> bool:
+        return self.ext.type in (ImageType.RAW, ImageType.BLOCK)
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    path: str
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The images to merge (ascending by version order) and why the others were left out."""
+
+    cls: ExtClass
+    accepted: tuple[Candidate, ...]
+    decisions: tuple[Decision, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.accepted)
+
+    @property
+    def ignored(self) -> int:
+        return sum(1 for d in self.decisions if not d.accepted)
+
+    def layers(self, hierarchy: str) -> tuple[Candidate, ...]:
+        """Images contributing to `hierarchy`, top (highest name, wins conflicts) to bottom."""
+        return tuple(c for c in reversed(self.accepted) if hierarchy in c.content)
+
+    def summary(self) -> str:
+        """The line systemd logs before merging, or why nothing is merged."""
+        if not self.accepted:
+            if self.ignored:
+                return (f"No suitable extensions found ({self.ignored} ignored due to "
+                        "incompatible image(s)).")
+            return "No extensions found."
+        files = [c.ext.path.rstrip("/").rsplit("/", 1)[-1] for c in self.accepted]
+        files.sort(key=functools.cmp_to_key(strverscmp_improved))
+        return "Using extensions '" + "', '".join(files) + "'."
+
+
+def by_version(names: Sequence[str]) -> list[str]:
+    return sorted(names, key=functools.cmp_to_key(strverscmp_improved))
+
+
+def check_forbidden_directories(cls: ExtClass, candidates: Sequence[Candidate]) -> None:
+    """image_read_metadata(): a sysext *directory* shipping usr/lib/os-release fails the whole
+    operation, even with --force (raw images are merely ignored later)."""
+    if cls is not ExtClass.SYSEXT:
+        return
+    for c in candidates:
+        if c.forbidden and not c.is_raw:
+            raise StrataError(
+                f"Failed to read metadata for image {c.name}: {c.ext.path} contains "
+                "/usr/lib/os-release, which is not allowed in an extension",
+                hint="ship the release data as usr/lib/extension-release.d/extension-release."
+                + c.name,
+                kind=ErrorKind.INVALID,
+            )
+
+
+def select(
+    candidates: Sequence[Candidate],
+    host: HostRelease,
+    *,
+    cls: ExtClass,
+    scope: Scope,
+    arch: str,
+    force: bool,
+) -> Selection:
+    """Decide image by image (merge_subprocess): raw images must pass mount validation unless
+    --force; then the release data must be compatible with the host unless --force."""
+    accepted: list[Candidate] = []
+    decisions: list[Decision] = []
+    for c in sorted(candidates, key=lambda c: functools.cmp_to_key(strverscmp_improved)(c.name)):
+        if c.is_raw and not force and not c.valid_extension_tree:
+            why = ("it ships /usr/lib/os-release" if c.forbidden
+                   else "no matching extension-release file")
+            decisions.append(Decision(c.name, c.ext.path, False,
+                                      f"Image '{c.name}' is not a valid extension ({why}), "
+                                      "ignoring."))
+            continue
+        if not force and c.release.fields is None and c.release.problem:
+            decisions.append(Decision(c.name, c.ext.path, False,
+                                      f"Extension '{c.name}': {c.release.problem}, ignoring."))
+            continue
+        if not force:
+            verdict = check_compatibility(host, c.release.fields, name=c.name, cls=cls,
+                                          scope=scope, arch=arch)
+            if not verdict.accepted:
+                decisions.append(Decision(c.name, c.ext.path, False, verdict.reason))
+                continue
+        accepted.append(c)
+        decisions.append(Decision(c.name, c.ext.path, True))
+    return Selection(cls=cls, accepted=tuple(accepted), decisions=tuple(decisions))

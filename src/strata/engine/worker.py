@@ -1,0 +1,383 @@
+"""The build half of apply: runs in a forked child inside a private mount namespace.
+
+It mounts the selected images, takes any previous merge down *in its own namespace only*
+(so the host's hierarchy stays merged while the new overlay is built against the underlying
+directory), builds one overlay per hierarchy with the marker directory on top, carries the
+hierarchy's submounts across, and hands each finished tree back as a detached mount fd.
+Whatever fails here dies with the namespace: the caller's mount table is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from strata import faults, log
+from strata.engine import marker
+from strata.engine.layout import MUTABLE_BASE, HostHierarchy, HierarchyLayout, layout
+from strata.engine.layout import single_component, workdir_name
+from strata.engine.plan import Candidate, Selection
+from strata.engine.settings import Settings
+from strata.errors import ErrorKind, StrataError
+from strata.fsutil import chase, dir_is_empty, join_root
+from strata.kernel import libc, loop, mountapi, mountinfo
+from strata.kernel.overlay import make_overlay
+from strata.model import ExtClass, ImageType, MutableMode
+
+#: overlay options systemd v257 adds in mutable modes; index=off (v259) lets the old and the
+#: new overlay share the upper directory for the instant of an atomic refresh
+MUTABLE_OPTIONS = ("redirect_dir=on", "noatime", "metacopy=off", "index=off")
+
+#: the name of the workdir Strata uses when the overlay being replaced still holds systemd's
+ALT_WORKDIR_FMT = ".strata-{}-workdir"
+
+
+@dataclass(frozen=True)
+class BuiltTree:
+    hierarchy: str
+    target: str  # host path the tree belongs on
+    work_dir: str | None  # host path of this overlay's workdir, if mutable
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    trees: tuple[BuiltTree, ...]  # one per fd handed back, same order
+
+
+def mount_attrs(cls: ExtClass, *, read_only: bool, noexec: bool | None) -> int:
+    """MOUNT_ATTR_* bits as systemd's default_mount_flags (sysext RDONLY|NODEV; confext adds
+    NOSUID|NOEXEC), --noexec forcing NOEXEC either way, and no RDONLY with an upperdir."""
+    attrs = mountapi.MOUNT_ATTR_NODEV
+    if cls is ExtClass.CONFEXT:
+        attrs |= mountapi.MOUNT_ATTR_NOSUID | mountapi.MOUNT_ATTR_NOEXEC
+    if noexec is True:
+        attrs |= mountapi.MOUNT_ATTR_NOEXEC
+    elif noexec is False:
+        attrs &= ~mountapi.MOUNT_ATTR_NOEXEC
+    if read_only:
+        attrs |= mountapi.MOUNT_ATTR_RDONLY
+    return attrs
+
+
+# --- submounts -------------------------------------------------------------------------------
+
+
+def submount_points(target: str, exclude: str | None = None) -> list[str]:
+    """Mount points directly below the top mount at `target` (their own submounts travel with
+    them in a recursive clone), excluding `exclude` (the marker bind mount)."""
+    entries = mountinfo.read()
+    top = mountinfo.top_mount_at(entries, target)
+    if top is None:
+        return []
+    points: list[str] = []
+    for e in entries:
+        if e.parent_id == top.mount_id and e.mountpoint != target and e.mountpoint != exclude \
+                and e.mountpoint.startswith(target.rstrip("/") + "/") \
+                and e.mountpoint not in points:
+            points.append(e.mountpoint)
+    return points
+
+
+def clone_submounts(target: str, exclude: str | None = None) -> list[tuple[str, int]]:
+    """Detached recursive copies of the submounts of `target`, with their relative paths."""
+    out: list[tuple[str, int]] = []
+    for point in submount_points(target, exclude):
+        rel = os.path.relpath(point, target)
+        out.append((rel, mountapi.clone_tree(point, recursive=True)))
+    return out
+
+
+def attach_submounts(base: str, clones: list[tuple[str, int]]) -> None:
+    """Put cloned submounts back at their relative paths below `base` (move_submounts)."""
+    for rel, fd in clones:
+        dst = os.path.join(base, rel)
+        try:
+            if not os.path.lexists(dst):
+                st = os.fstat(fd)
+                os.makedirs(os.path.dirname(dst), 0o755, exist_ok=True)
+                if stat.S_ISDIR(st.st_mode):
+                    os.mkdir(dst, 0o755)
+                else:
+                    os.close(os.open(dst, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            mountapi.attach(fd, dst)
+        except OSError as e:
+            raise StrataError.from_os(e, f"Failed to create mountpoint {dst}") from e
+        finally:
+            os.close(fd)
+
+
+def take_down(cls: ExtClass, target: str, root: str) -> tuple[int, list[tuple[str, int]]]:
+    """unmerge_hierarchy(): unmount our overlays at `target` until none is left. Returns how
+    many were removed and clones of the submounts that sat on the topmost one. Work
+    directories are left alone (the caller decides when they may go)."""
+    n = 0
+    clones: list[tuple[str, int]] = []
+    while marker.read_merged(cls, target, root) is not None:
+        mdir = os.path.join(target, cls.marker_dir)
+        if n == 0:
+            clones = clone_submounts(target, exclude=mdir)
+        try:
+            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
+        mountapi.detach(target)
+        n += 1
+    return n, clones
+
+
+# --- host snapshot ---------------------------------------------------------------------------
+
+
+def _mode(path: str) -> int | None:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+
+
+def _same_inode(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _chase_or_none(path: str, root: str) -> str | None:
+    try:
+        return chase(path, root)
+    except StrataError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def snapshot_host(settings: Settings, hierarchy: str, workspace: str) -> HostHierarchy:
+    """Read the host side of one hierarchy, creating the mutable directory where systemd does
+    (yes: persistent, ephemeral modes: in the workspace tmpfs)."""
+    root, mode_setting = settings.root, settings.mutable
+    resolved = _chase_or_none(hierarchy, root)
+    mode = 0o755
+    empty = True
+    if resolved is not None:
+        mode = stat.S_IMODE(os.stat(resolved).st_mode)
+        try:
+            empty = dir_is_empty(resolved)
+        except OSError as e:
+            raise StrataError.from_os(
+                e, f"Failed to check if host hierarchy '{resolved}' is empty") from e
+    snap = HostHierarchy(hierarchy=hierarchy, resolved=resolved, mode=mode, empty=empty)
+    if mode_setting is MutableMode.NO:
+        return snap
+
+    name = single_component(hierarchy)
+    if mode_setting.ephemeral:
+        mroot, mpath = "/", os.path.join(workspace, "mh_workspace", hierarchy.strip("/"), name)
+    else:
+        mroot, mpath = root, os.path.join(MUTABLE_BASE, name)
+    host_mpath = join_root(mroot, mpath)
+    existing_mode = _mode(host_mpath)
+    if mode_setting in (MutableMode.YES, MutableMode.AUTO) and existing_mode is not None \
+            and existing_mode != mode:
+        raise StrataError(
+            f"Mutable directory '{host_mpath}' has mode {existing_mode:04o}, ought to have mode "
+            f"{mode:04o}", hint=f"chmod {mode:04o} {host_mpath}", kind=ErrorKind.INVALID,
+            errno=errno.EINVAL)
+    if mode_setting in (MutableMode.YES, MutableMode.EPHEMERAL, MutableMode.EPHEMERAL_IMPORT):
+        try:
+            os.makedirs(host_mpath, 0o700, exist_ok=True)
+        except OSError as e:
+            raise StrataError.from_os(e, f"Failed to create a directory '{host_mpath}'") from e
+    mdir = _chase_or_none(mpath, mroot)
+    read_only = False
+    parent_same_fs = True
+    if mdir is not None:
+        read_only = bool(os.statvfs(mdir).f_flag & os.ST_RDONLY)
+        parent_same_fs = os.stat(mdir).st_dev == os.stat(os.path.dirname(mdir)).st_dev
+    import_dir = None
+    if mode_setting is MutableMode.EPHEMERAL_IMPORT:
+        import_dir = _chase_or_none(os.path.join(MUTABLE_BASE, name), root)
+    return HostHierarchy(
+        hierarchy=hierarchy, resolved=resolved, mode=mode, empty=empty,
+        mutable_dir=mdir, mutable_dir_mode=_mode(mdir) if mdir else None,
+        mutable_is_hierarchy=_same_inode(mdir, resolved), mutable_read_only=read_only,
+        mutable_parent_same_fs=parent_same_fs, import_dir=import_dir,
+        import_is_hierarchy=_same_inode(import_dir, resolved),
+    )
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def mount_image(c: Candidate, where: str) -> None:
+    """Attach a raw image read-only through a loop device and mount it at `where`."""
+    lay = c.layout
+    if lay is None:
+        raise StrataError(f"{c.ext.path}: no filesystem layout for a raw image",
+                          kind=ErrorKind.INVALID)
+    fstype = lay.fs_format.value
+    if c.ext.type is ImageType.BLOCK:
+        dev = loop.attach(c.ext.path, offset=lay.offset, size=lay.size, read_only=True) \
+            if lay.offset else None
+    else:
+        dev = loop.attach(c.ext.path, offset=lay.offset, size=lay.size, read_only=True)
+    try:
+        source = dev.path if dev is not None else c.ext.path
+        fd = mountapi.mount_fs(source, fstype, options=["ro"],
+                               attrs=mountapi.MOUNT_ATTR_RDONLY | mountapi.MOUNT_ATTR_NODEV)
+    except StrataError as e:
+        raise StrataError(f"Failed to mount image {c.ext.path}: {e.message}", hint=e.hint,
+                          kind=e.kind, errno=e.errno) from e
+    finally:
+        if dev is not None:
+            dev.close()
+    try:
+        os.makedirs(where, 0o700, exist_ok=True)
+        mountapi.attach(fd, where)
+    finally:
+        os.close(fd)
+
+
+def image_roots(selection: Selection, workspace: str) -> dict[str, str]:
+    """Mount every selected image; name -> directory holding its tree."""
+    roots: dict[str, str] = {}
+    for c in selection.accepted:
+        if c.is_raw:
+            where = os.path.join(workspace, selection.cls.image_subdir, c.name)
+            mount_image(c, where)
+            roots[c.name] = where
+        else:
+            roots[c.name] = c.ext.path
+        faults.point("worker-image-mounted")
+    return roots
+
+
+# --- overlays --------------------------------------------------------------------------------
+
+
+def _write(path: str, content: str) -> None:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(content)
+
+
+def choose_workdir(lay: HierarchyLayout, busy: set[str]) -> HierarchyLayout:
+    """Use an alternate workdir when the default one still serves the overlay being replaced
+    (overlayfs would wipe its "work" directory under the live mount)."""
+    if lay.work is None or lay.work not in busy:
+        return lay
+    alt = os.path.join(os.path.dirname(lay.work),
+                       ALT_WORKDIR_FMT.format(single_component(lay.hierarchy)))
+    if alt in busy:
+        alt = os.path.join(os.path.dirname(lay.work), workdir_name(lay.hierarchy))
+    return HierarchyLayout(lay.hierarchy, lay.mode, lay.lower, lay.upper, alt)
+
+
+def build_overlay(settings: Settings, selection: Selection, hierarchy: str,
+                  roots: Mapping[str, str], workspace: str, busy_workdirs: set[str]
+                  ) -> BuiltTree | None:
+    """merge_hierarchy() for one hierarchy: mounts the overlay at <workspace>/overlay/<h>, or
+    returns None if no selected image has content there."""
+    cls = settings.cls
+    layers = selection.layers(hierarchy)
+    if not layers:
+        return None
+    host = snapshot_host(settings, hierarchy, workspace)
+    ext_dirs = tuple(os.path.join(roots[c.name], c.content[hierarchy].lstrip("/"))
+                     for c in layers)
+    meta = os.path.join(workspace, "meta", hierarchy.strip("/"))
+    lay = choose_workdir(layout(host, settings.mutable, meta=meta, extension_dirs=ext_dirs),
+                         busy_workdirs)
+
+    mdir = os.path.join(meta, cls.marker_dir)
+    os.makedirs(mdir, 0o755, exist_ok=True)
+    os.chmod(mdir, 0o755)
+    work_in_root = None
+    if lay.work is not None:
+        os.makedirs(lay.work, 0o700, exist_ok=True)
+        if not settings.mutable.ephemeral:
+            root = settings.root.rstrip("/") or "/"
+            if root != "/" and not lay.work.startswith(root + "/"):
+                raise StrataError(f"Workdir '{lay.work}' must not be outside root '{root}'",
+                                  kind=ErrorKind.INVALID, errno=errno.EINVAL)
+            work_in_root = lay.work[len(root):] if root != "/" else lay.work
+    for name, content in marker.marker_files(cls, selection.names, work_in_root).items():
+        _write(os.path.join(mdir, name), content)
+    os.chmod(lay.top_layer, lay.mode)
+
+    read_only = lay.upper is None
+    attrs = mount_attrs(cls, read_only=read_only, noexec=settings.noexec)
+    scratch = os.path.join(workspace, "scratch", hierarchy.strip("/"))
+    os.makedirs(scratch, 0o700, exist_ok=True)
+    fd = make_overlay(list(lay.lower), upper=lay.upper, work=lay.work,
+                      extra=MUTABLE_OPTIONS if lay.upper is not None else (),
+                      source=cls.mount_source, read_only=read_only, attrs=attrs,
+                      scratch_mountpoint=scratch)
+    try:
+        _write(os.path.join(mdir, "dev"), marker.format_dev(os.fstat(fd).st_dev))
+        os.utime(meta)
+        where = os.path.join(workspace, "overlay", hierarchy.strip("/"))
+        os.makedirs(where, 0o700, exist_ok=True)
+        mountapi.attach(fd, where)
+    finally:
+        os.close(fd)
+    if lay.upper is not None:
+        # Keep the marker out of reach of writes through the mutable overlay.
+        mpath = os.path.join(where, cls.marker_dir)
+        libc.mount(mpath, mpath, None, libc.MS_BIND)
+        libc.mount(None, mpath, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY)
+    return BuiltTree(hierarchy=hierarchy,
+                     target=chase(hierarchy, settings.root, nonexistent=True),
+                     work_dir=lay.work if not settings.mutable.ephemeral else None)
+
+
+def build(settings: Settings, selection: Selection, workspace: str
+          ) -> tuple[BuildResult, list[int]]:
+    """The worker's entry point (runs inside strata.kernel.ns.in_private_namespace)."""
+    cls = settings.cls
+    try:
+        os.makedirs(workspace, 0o700, exist_ok=True)
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to create '{workspace}'") from e
+    libc.mount(cls.value, workspace, "tmpfs", 0, "mode=0700")
+    roots = image_roots(selection, workspace)
+
+    # Take the status quo ante down in this namespace only, keeping its submounts.
+    submounts: dict[str, list[tuple[str, int]]] = {}
+    busy: set[str] = set()
+    for h in settings.hierarchies:
+        target = chase(h, settings.root, nonexistent=True)
+        state = marker.read_merged(cls, target, settings.root)
+        if state is not None and state.work_dir:
+            busy.add(state.work_dir)
+        n, clones = take_down(cls, target, settings.root)
+        if n == 0 and os.path.isdir(target):
+            clones = clone_submounts(target)
+        submounts[h] = clones
+    faults.point("worker-unmerged")
+
+    trees: list[BuiltTree] = []
+    fds: list[int] = []
+    for h in settings.hierarchies:
+        tree = build_overlay(settings, selection, h, roots, workspace, busy)
+        if tree is None:
+            for _rel, fd in submounts[h]:
+                os.close(fd)
+            continue
+        where = os.path.join(workspace, "overlay", h.strip("/"))
+        attach_submounts(where, submounts[h])
+        trees.append(tree)
+        fds.append(mountapi.clone_tree(where, recursive=True))
+        faults.point("worker-built")
+    return BuildResult(tuple(trees)), fds
+
+
+def remove_workdir(path: str | None) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
