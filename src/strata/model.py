@@ -62,14 +62,6 @@ class ExtClass(enum.Enum):
         """Optional infix stripped after .raw since v255: foo.sysext.raw -> foo."""
         return ".sysext" if self is ExtClass.SYSEXT else ".confext"
 
-    def search_dirs(self, *, initrd: bool = False) -> tuple[str, ...]:
-        """systemd v257's image search path for this class (image_search_path)."""
-        if self is ExtClass.SYSEXT:
-            return ("/etc/extensions", "/run/extensions", "/var/lib/extensions")
-        if initrd:
-            return ("/run/confexts", "/var/lib/confexts", "/usr/local/lib/confexts")
-        return ("/run/confexts", "/var/lib/confexts", "/usr/local/lib/confexts", "/usr/lib/confexts")
-
 
 class Scope(enum.Enum):
     """Where the image is being used: SYSEXT_SCOPE=/CONFEXT_SCOPE= values."""

@@ -53,5 +53,8 @@ def test_precedence_cli_over_env() -> None:
 
 def test_root_implies_no_reload() -> None:
     s = resolve(ExtClass.CONFEXT, {}, root="/tmp/r/")
-    assert s.root == "/tmp/r" and s.no_reload and s.rooted
-    assert not resolve(ExtClass.CONFEXT, {}).no_reload
+    assert s.root == "/tmp/r" and s.no_reload and s.discover_root == "/tmp/r"
+    plain = resolve(ExtClass.CONFEXT, {})
+    assert not plain.no_reload and plain.discover_root is None
+    slash = resolve(ExtClass.CONFEXT, {}, root="/")
+    assert slash.no_reload and slash.discover_root == "/"

@@ -111,7 +111,8 @@ def status(settings: Settings) -> list[StatusRow]:
 
 
 def list_images(settings: Settings) -> list[Extension]:
-    result = discover(settings.cls, root=settings.root, initrd=in_initrd(), arch=native_arch())
+    result = discover(settings.cls, root=settings.discover_root, initrd=in_initrd(),
+                      arch=native_arch())
     for skip in result.skipped:
         log.debug(f"Ignoring {skip.path}: {skip.reason}")
     return list(result.extensions)

@@ -17,6 +17,9 @@ from strata.parse import parse_boolean
 class Settings:
     cls: ExtClass
     root: str = "/"
+    #: --root= was given (even "/"): systemd then does not follow symlinks in the search
+    #: directories and does not reload the service manager
+    root_given: bool = False
     hierarchies: tuple[str, ...] = ()
     force: bool = False
     mutable: MutableMode = MutableMode.NO
@@ -28,8 +31,8 @@ class Settings:
     atomic: bool = True
 
     @property
-    def rooted(self) -> bool:
-        return self.root not in ("", "/")
+    def discover_root(self) -> str | None:
+        return self.root if self.root_given else None
 
 
 def _is_normalized(path: str) -> bool:
@@ -114,11 +117,12 @@ def resolve(
     return Settings(
         cls=cls,
         root=norm_root,
+        root_given=bool(root),
         hierarchies=parse_hierarchies(env.get(f"{cls.env_prefix}_HIERARCHIES"), cls),
         force=force,
         mutable=mode,
         noexec=noexec,
-        no_reload=no_reload or norm_root != "/",
+        no_reload=no_reload or bool(root),
         image_policy=image_policy,
         atomic=env.get("STRATA_REFRESH", "atomic") != "unmerge-merge",
     )

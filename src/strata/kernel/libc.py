@@ -49,6 +49,18 @@ def umount2(target: str, flags: int = 0) -> None:
     call("umount2", _b(target), ctypes.c_int(flags))
 
 
+STATX_BUFSIZE = 256  # sizeof(struct statx) in every kernel ABI so far
+
+
+def statx(dirfd: int, path: str | bytes, flags: int, mask: int) -> bytes:
+    """statx(2) through glibc (>= 2.28); returns the raw struct statx for the caller to decode,
+    so only the fields a caller needs get named (see mountapi.mount_id)."""
+    buf = ctypes.create_string_buffer(STATX_BUFSIZE)
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    call("statx", ctypes.c_int(dirfd), raw, ctypes.c_int(flags), ctypes.c_uint(mask), buf)
+    return buf.raw
+
+
 def _b(s: str | None) -> bytes | None:
     return None if s is None else os.fsencode(s)
 
@@ -59,12 +71,17 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
 
 # umount2(2) flags
 MNT_FORCE = 1
