@@ -37,3 +37,15 @@ def test_chase_missing(tmp_path: Path) -> None:
     assert chase("/nope/x", str(tmp_path), nonexistent=True) == f"{tmp_path}/nope/x"
     os.symlink("/target", tmp_path / "dangling")
     assert chase("/dangling", str(tmp_path), nonexistent=True) == f"{tmp_path}/target"
+
+
+def test_directory_fs_listdir_does_not_follow_a_final_symlink(tmp_path: Path) -> None:
+    from strata.images.base import DirectoryFS
+
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    os.symlink("/etc", tmp_path / "usr/lib/x")
+    fs = DirectoryFS(str(tmp_path))
+    assert fs.listdir("/usr/lib") == ["x"]
+    with pytest.raises(StrataError):
+        fs.listdir("/usr/lib/x")
+    assert fs.resolve("/usr/lib/x") == "/etc"

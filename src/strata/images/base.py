@@ -169,10 +169,18 @@ class DirectoryFS(ImageFS):
 
     def listdir(self, path: str) -> list[str]:
         try:
-            with os.scandir(self._host(path)) as it:
-                return [e.name for e in it]
+            # O_NOFOLLOW: a symlink as the last component must not lead out of the image
+            fd = os.open(self._host(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                e = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
             raise self._wrap(e, path) from e
+        try:
+            with os.scandir(fd) as it:
+                return [e.name for e in it]
+        finally:
+            os.close(fd)
 
     def read(self, path: str, *, limit: int | None = None) -> bytes:
         try:
