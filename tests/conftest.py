@@ -36,7 +36,7 @@ def privileged_missing() -> str | None:
         from strata.kernel.ns import run_isolated
 
         run_isolated(lambda: None)
-    except Exception as e:  # noqa: BLE001 - report whatever stops namespaces
+    except Exception as e:
         return f"cannot create a private mount namespace: {e}"
     return None
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from strata.kernel.ns import ChildFailed, run_isolated
+from strata.kernel.ns import ChildError, run_isolated
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ def isolated(fn: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return run_isolated(functools.partial(fn, *args, **kwargs))
-        except ChildFailed as e:
+        except ChildError as e:
             raise AssertionError("in the isolated child:\n" + e.text) from None
 
     return wrapper

@@ -18,7 +18,9 @@ class ExtClass(enum.Enum):
     @property
     def release_dir(self) -> str:
         """Directory holding extension-release.<name>, relative to the image root."""
-        return "usr/lib/extension-release.d" if self is ExtClass.SYSEXT else "etc/extension-release.d"
+        if self is ExtClass.SYSEXT:
+            return "usr/lib/extension-release.d"
+        return "etc/extension-release.d"
 
     @property
     def marker_dir(self) -> str:

@@ -43,6 +43,7 @@ def test_directory_fs_listdir_does_not_follow_a_final_symlink(tmp_path: Path) ->
     from strata.images.base import DirectoryFS
 
     (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
     os.symlink("/etc", tmp_path / "usr/lib/x")
     fs = DirectoryFS(str(tmp_path))
     assert fs.listdir("/usr/lib") == ["x"]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from strata.cli.output import dump_json, render_table
+from strata.cli.output import Cell, dump_json, render_table
 
 
 def test_table_matches_systemd_layout() -> None:
@@ -9,9 +9,9 @@ def test_table_matches_systemd_layout() -> None:
 
 
 def test_table_multiline_and_no_legend() -> None:
-    rows = [["/opt", ["alpha", "beta"], "T"], ["/usr", "none", None]]
+    rows: list[list[Cell]] = [["/opt", ["alpha", "beta"], "T"], ["/usr", "none", None]]
     assert render_table(["hierarchy", "extensions", "since"], rows, legend=False) == (
-        "/opt alpha T\n     beta\n/usr none  -\n")
+        "/opt alpha T\n     beta  \n/usr none  -\n")
 
 
 def test_json_pretty_uses_tabs_and_spaced_colons() -> None:

@@ -28,8 +28,10 @@ def test_parse_devnum(text: str, expected: tuple[int, int] | None) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "escaped"),
-    [("var/lib/extensions.mutable/.systemd-usr-workdir", "var/lib/extensions.mutable/.systemd-usr-workdir"),
-     ("a\nb", "a\\nb"), ("tab\there", "tab\\there"), ("\x01", "\\x01"), ("back\\slash", "back\\\\slash")],
+    [("var/lib/extensions.mutable/.systemd-usr-workdir",
+      "var/lib/extensions.mutable/.systemd-usr-workdir"),
+     ("a\nb", "a\\nb"), ("tab\there", "tab\\there"), ("\x01", "\\x01"),
+     ("back\\slash", "back\\\\slash")],
 )
 def test_cescape(raw: str, escaped: str) -> None:
     assert cescape(raw) == escaped

@@ -28,7 +28,8 @@ def _lines(cell: Cell) -> list[str]:
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, legend: bool = True
                  ) -> str:
     """Columns separated by one space, padded to the widest cell, the last one unpadded;
-    multi-line cells continue on following lines; the header is upper case."""
+    multi-line cells continue on following lines (other cells padded with blanks, exactly as
+    systemd prints them); the header is upper case."""
     grid = [[_lines(c) for c in row] for row in rows]
     head = [h.upper() for h in headers]
     widths = [len(h) if legend else 0 for h in head]
@@ -39,7 +40,7 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, lege
 
     def emit(cells: Sequence[str]) -> None:
         parts = [c.ljust(widths[i]) if i < len(cells) - 1 else c for i, c in enumerate(cells)]
-        out.append(" ".join(parts).rstrip())
+        out.append(" ".join(parts))
 
     if legend:
         emit(head)

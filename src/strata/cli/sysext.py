@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from strata import __version__, log
@@ -76,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(1)
 
 
-def _bool(option: str) -> object:
+def _bool(option: str) -> Callable[[str], bool]:
     def conv(value: str) -> bool:
         b = parse_boolean(value)
         if b is None:
@@ -118,7 +118,7 @@ def find_systemd_binary(cls: ExtClass) -> str:
     if env:
         return env
     me = os.path.realpath(sys.argv[0])
-    dirs = os.environ.get("PATH", "").split(":") + ["/usr/bin", "/usr/lib/systemd"]
+    dirs = [*os.environ.get("PATH", "").split(":"), "/usr/bin", "/usr/lib/systemd"]
     for d in dirs:
         cand = os.path.join(d, cls.program)
         if not os.access(cand, os.X_OK) or os.path.realpath(cand) == me:
@@ -131,7 +131,7 @@ def find_systemd_binary(cls: ExtClass) -> str:
             continue
         return cand
     raise StrataError(f"--engine=systemd: {cls.program} is not installed",
-                      hint=f"install systemd >= 248 or use the default --engine=strata",
+                      hint="install systemd >= 248 or use the default --engine=strata",
                       kind=ErrorKind.NOT_FOUND)
 
 
@@ -140,7 +140,7 @@ def delegate(cls: ExtClass, argv: Sequence[str]) -> NoReturn:
     args = [a for a in argv if not a.startswith("--engine")]
     if "--engine" in argv:  # "--engine systemd" form: drop the value too
         i = list(argv).index("--engine")
-        args = list(argv[:i]) + list(argv[i + 2:])
+        args = [*argv[:i], *argv[i + 2:]]
     os.execv(binary, [binary, *args])
 
 

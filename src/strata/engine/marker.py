@@ -3,14 +3,16 @@ merged hierarchy, and the "is this merge ours?" test (is_our_mount_point in syse
 
 Strata writes exactly what systemd v257 writes so that either tool can read and undo the
 other's merges: `extensions` (or `confexts`) lists every merged image name, ascending by
-strverscmp_improved, "\\n"-joined without a trailing newline; `dev` holds "MAJ:MIN" of the
-overlay; `work_dir` the cescaped workdir relative to the root (persistent mutable modes only).
+strverscmp_improved, one per line; `dev` holds "MAJ:MIN" of the overlay; `work_dir` the
+cescaped workdir relative to the root (persistent mutable modes only). Every file ends with a
+newline (systemd's write_string_file()).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
@@ -29,17 +31,17 @@ class MergedState:
     work_dir: str | None  # absolute host path of the workdir, if any
 
 
-def marker_files(cls: ExtClass, extensions: list[str] | tuple[str, ...], work_dir_in_root: str | None
+def marker_files(cls: ExtClass, extensions: Sequence[str], work_dir_in_root: str | None
                  ) -> dict[str, str]:
     """Marker file name -> content, except `dev` (known only once the overlay exists)."""
-    files = {cls.marker_list: "\n".join(extensions)}
+    files = {cls.marker_list: "\n".join(extensions) + "\n"}
     if work_dir_in_root is not None:
-        files["work_dir"] = cescape(work_dir_in_root)
+        files["work_dir"] = cescape(work_dir_in_root) + "\n"
     return files
 
 
 def format_dev(st_dev: int) -> str:
-    return f"{os.major(st_dev)}:{os.minor(st_dev)}"
+    return f"{os.major(st_dev)}:{os.minor(st_dev)}\n"
 
 
 def _read_one_line(path: str) -> str | None:

@@ -21,8 +21,13 @@ from strata.discover import Extension, discover
 from strata.engine import marker
 from strata.engine.plan import Candidate, Selection, check_forbidden_directories, select
 from strata.engine.settings import Settings
-from strata.engine.worker import BuildResult, attach_submounts, clone_submounts
-from strata.engine.worker import build, remove_workdir
+from strata.engine.worker import (
+    BuildResult,
+    attach_submounts,
+    build,
+    clone_submounts,
+    remove_workdir,
+)
 from strata.errors import ErrorKind, StrataError
 from strata.fsutil import chase, join_root
 from strata.kernel import libc, mountapi
@@ -294,9 +299,9 @@ def attach_trees(settings: Settings, result: BuildResult, fds: list[int]) -> Non
     for h in settings.hierarchies:
         if h in done:
             continue
-        target = _resolved(h, root)
-        if target is not None:
-            unmerge_hierarchy(cls, target, root)
+        stale = _resolved(h, root)
+        if stale is not None:
+            unmerge_hierarchy(cls, stale, root)
 
 
 def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False) -> bool:

@@ -16,10 +16,16 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from strata import faults, log
+from strata import faults
 from strata.engine import marker
-from strata.engine.layout import MUTABLE_BASE, HostHierarchy, HierarchyLayout, layout
-from strata.engine.layout import single_component, workdir_name
+from strata.engine.layout import (
+    MUTABLE_BASE,
+    HierarchyLayout,
+    HostHierarchy,
+    layout,
+    single_component,
+    workdir_name,
+)
 from strata.engine.plan import Candidate, Selection
 from strata.engine.settings import Settings
 from strata.errors import ErrorKind, StrataError
@@ -75,7 +81,7 @@ def submount_points(target: str, exclude: str | None = None) -> list[str]:
         return []
     points: list[str] = []
     for e in entries:
-        if e.parent_id == top.mount_id and e.mountpoint != target and e.mountpoint != exclude \
+        if e.parent_id == top.mount_id and e.mountpoint not in (target, exclude) \
                 and e.mountpoint.startswith(target.rstrip("/") + "/") \
                 and e.mountpoint not in points:
             points.append(e.mountpoint)
@@ -279,7 +285,7 @@ def choose_workdir(lay: HierarchyLayout, busy: set[str]) -> HierarchyLayout:
     return HierarchyLayout(lay.hierarchy, lay.mode, lay.lower, lay.upper, alt)
 
 
-def build_overlay(settings: Settings, selection: Selection, hierarchy: str,
+def build_overlay(settings: Settings, selection: Selection, hierarchy: str, *,
                   roots: Mapping[str, str], workspace: str, busy_workdirs: set[str]
                   ) -> BuiltTree | None:
     """merge_hierarchy() for one hierarchy: mounts the overlay at <workspace>/overlay/<h>, or
@@ -365,7 +371,8 @@ def build(settings: Settings, selection: Selection, workspace: str
     trees: list[BuiltTree] = []
     fds: list[int] = []
     for h in settings.hierarchies:
-        tree = build_overlay(settings, selection, h, roots, workspace, busy)
+        tree = build_overlay(settings, selection, h, roots=roots, workspace=workspace,
+                             busy_workdirs=busy)
         if tree is None:
             for _rel, fd in submounts[h]:
                 os.close(fd)

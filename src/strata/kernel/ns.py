@@ -23,7 +23,7 @@ T = TypeVar("T")
 _MAX_FDS = 250
 
 
-class ChildFailed(Exception):
+class ChildError(Exception):
     """A non-StrataError exception in the child; carries its formatted traceback."""
 
     def __init__(self, text: str) -> None:
@@ -62,7 +62,7 @@ def in_private_namespace(
     """Fork; the child unshares its mount namespace, makes every mount private (or slave), and
     runs fn(*args) which returns (value, fds). value is pickled back and fds are passed to the
     caller (who owns them). A StrataError raised in the child is re-raised here; other
-    exceptions become ChildFailed with the child's traceback. A child killed by a signal
+    exceptions become ChildError with the child's traceback. A child killed by a signal
     is a StrataError naming the signal."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -103,7 +103,7 @@ def in_private_namespace(
     if tag == "strata":
         message, hint, kind, errno = value
         raise StrataError(message, hint=hint, kind=kind, errno=errno)
-    raise ChildFailed(value)
+    raise ChildError(value)
 
 
 def run_isolated(fn: Callable[..., T], *args: Any) -> T:
