@@ -10,12 +10,16 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from strata.discover import Extension
 from strata.engine.plan import Candidate
 from strata.errors import ErrorKind, StrataError
-from strata.images.base import DirectoryFS, FileKind, ImageFS, Stat
+from strata.images.base import DirectoryFS, FileKind, ImageFS
 from strata.model import ExtClass, ImageType
+
+if TYPE_CHECKING:
+    from strata.images import ImageLayout
 from strata.release import ReleaseLookup
 
 _RAW_SUFFIXES = (".xz", ".gz", ".bz2", ".sysext.raw", ".confext.raw", ".raw", ".qcow2", ".img",
@@ -32,53 +36,6 @@ def raw_strip_suffixes(filename: str) -> str:
                 filename = filename[: -len(sfx)]
                 changed = True
     return filename
-
-
-class UsrOnlyFS(ImageFS):
-    """A DDI with only a usr partition: systemd mounts a tmpfs root with the partition on
-    /usr; this presents the same view."""
-
-    def __init__(self, inner: ImageFS) -> None:
-        self.inner = inner
-        self.label = inner.label
-
-    def _map(self, path: str) -> str | None:
-        parts = [p for p in path.split("/") if p and p != "."]
-        if not parts:
-            return None
-        if parts[0] != "usr":
-            raise StrataError(f"{self.label}:{path}: No such file or directory",
-                              kind=ErrorKind.NOT_FOUND, errno=errno.ENOENT)
-        return "/" + "/".join(parts[1:])
-
-    def lstat(self, path: str) -> Stat:
-        inner = self._map(path)
-        if inner is None:
-            return Stat(FileKind.DIRECTORY, 0o40755, 0, 0, 0, 0)
-        return self.inner.lstat(inner)
-
-    def listdir(self, path: str) -> list[str]:
-        inner = self._map(path)
-        return ["usr"] if inner is None else self.inner.listdir(inner)
-
-    def read(self, path: str, *, limit: int | None = None) -> bytes:
-        inner = self._map(path)
-        if inner is None:
-            raise StrataError(f"{self.label}:/: is a directory", kind=ErrorKind.INVALID)
-        return self.inner.read(inner, limit=limit)
-
-    def readlink(self, path: str) -> str:
-        inner = self._map(path)
-        if inner is None:
-            raise StrataError(f"{self.label}:/: not a symlink", kind=ErrorKind.INVALID)
-        return self.inner.readlink(inner)
-
-    def getxattr(self, path: str, name: str) -> bytes | None:
-        inner = self._map(path)
-        return None if inner is None else self.inner.getxattr(inner, name)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _resolve(fs: ImageFS, path: str) -> str | None:
@@ -106,19 +63,15 @@ def content_of(fs: ImageFS, hierarchies: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def open_image(ext: Extension) -> tuple[ImageFS, object | None]:
-    """The image's filesystem view, and its layout for raw images."""
+def open_image(ext: Extension) -> tuple[ImageFS, ImageLayout | None]:
+    """The image's tree as systemd would mount it, and its layout for raw images."""
     if ext.type in (ImageType.DIRECTORY, ImageType.SUBVOLUME):
         return DirectoryFS(ext.path), None
     from strata.arch import native
-    from strata.images import open_layout, probe
-    from strata.images.gpt import PartitionRole
+    from strata.images import open_tree, probe
 
     layout = probe(ext.path, arch=native())
-    fs = open_layout(layout)
-    if layout.partition is not None and layout.partition.role is PartitionRole.USR:
-        fs = UsrOnlyFS(fs)
-    return fs, layout
+    return open_tree(layout), layout
 
 
 def _lookup(fs: ImageFS, cls: ExtClass, name: str) -> ReleaseLookup:
@@ -149,6 +102,6 @@ def read_candidate(ext: Extension, cls: ExtClass, hierarchies: Sequence[str]) ->
             valid = not forbidden and has_release
         return Candidate(ext=ext, release=release, forbidden=forbidden,
                          valid_extension_tree=valid, content=content_of(fs, hierarchies),
-                         layout=layout)  # type: ignore[arg-type]
+                         layout=layout)
     finally:
         fs.close()

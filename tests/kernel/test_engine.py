@@ -1,0 +1,164 @@
+"""Real merges in a private mount namespace against scratch roots."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import install_ext, isolated, make_root, mounts_under, strata
+
+pytestmark = pytest.mark.privileged
+
+
+def _three_extensions(root: Path) -> None:
+    install_ext(root, "a", {"usr/bin/a": "a\n", "usr/bin/conflict": "from a\n"})
+    install_ext(root, "b", {"usr/bin/b": "b\n", "usr/bin/conflict": "from b\n",
+                            "opt/b/file": "b opt\n"}, fmt="erofs")
+    install_ext(root, "c", {"usr/bin/conflict": "from c\n"}, fmt="squashfs",
+                where="run/extensions")
+
+
+@isolated
+def test_merge_status_unmerge(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    _three_extensions(root)
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert "Using extensions 'a', 'b.raw', 'c.raw'." in r.stderr
+    assert f"Merged extensions into '{root}/usr'." in r.stderr
+    assert (root / "usr/bin/a").read_text() == "a\n"
+    assert (root / "usr/bin/b").read_text() == "b\n"
+    assert (root / "usr/bin/host-tool").read_text() == "host\n"
+    assert (root / "usr/bin/conflict").read_text() == "from c\n"  # highest name wins
+    assert (root / "opt/b/file").read_text() == "b opt\n"
+    assert (root / "opt/host/file").read_text() == "host opt\n"
+    with pytest.raises(OSError) as e:
+        (root / "usr/bin/new").write_text("x")
+    assert e.value.errno == errno.EROFS
+
+    marker = root / "usr/.systemd-sysext"
+    assert (marker / "extensions").read_text() == "a\nb\nc\n"
+    st = os.stat(root / "usr")
+    assert (marker / "dev").read_text() == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}\n"
+    # every merged name is listed in every hierarchy, even those an image does not touch
+    assert (root / "opt/.systemd-sysext/extensions").read_text() == "a\nb\nc\n"
+
+    s = strata("sysext", "status", f"--root={root}", "--json=short")
+    assert s.returncode == 0, s.stderr
+    data = json.loads(s.stdout)
+    assert [d["hierarchy"] for d in data] == ["/opt", "/usr"]
+    assert all(d["extensions"] == ["a", "b", "c"] for d in data)
+    assert all(isinstance(d["since"], int) for d in data)
+
+    again = strata("sysext", "merge", f"--root={root}")
+    assert again.returncode == 1
+    assert "Hierarchy '/usr' is already merged." in again.stderr
+
+    u = strata("sysext", "unmerge", f"--root={root}")
+    assert u.returncode == 0, u.stderr
+    assert f"Unmerged '{root}/usr'." in u.stderr
+    assert not (root / "usr/bin/a").exists()
+    assert (root / "usr/bin/host-tool").read_text() == "host\n"
+    assert mounts_under(root) == []
+    s = strata("sysext", "status", f"--root={root}", "--json=short")
+    assert json.loads(s.stdout) == [{"hierarchy": "/opt", "extensions": "none", "since": None},
+                                    {"hierarchy": "/usr", "extensions": "none", "since": None}]
+
+
+@isolated
+def test_incompatible_images_are_ignored(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    install_ext(root, "fedora", {"usr/bin/f": "f"}, {"ID": "fedora"})
+    install_ext(root, "oldver", {"usr/bin/o": "o"}, {"ID": "debian", "VERSION_ID": "11"},
+                fmt="erofs")
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert "No suitable extensions found (2 ignored due to incompatible image(s))." in r.stderr
+    assert "fedora" in r.stderr and "oldver" in r.stderr
+    assert mounts_under(root) == []
+    forced = strata("sysext", "merge", f"--root={root}", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (root / "usr/bin/f").read_text() == "f"
+
+
+@isolated
+def test_no_extensions(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 0
+    assert "No extensions found." in r.stderr
+    listing = strata("sysext", "list", f"--root={root}")
+    assert listing.returncode == 0 and "No OS extensions found." in listing.stderr
+    assert strata("sysext", "list", f"--root={root}", "--json=short").stdout == "[]\n"
+
+
+@isolated
+def test_bad_inputs_fail_cleanly(tmp_path: Path) -> None:
+    root = make_root(tmp_path, files={"usr/bin/x": "x"})
+    (root / "etc/os-release").unlink()
+    install_ext(root, "ok", {"usr/bin/ok": "ok"})
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 1
+    assert str(root) in r.stderr and "os-release" in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
+    assert mounts_under(root) == []
+
+    root2 = make_root(tmp_path / "2")
+    garbage = root2 / "var/lib/extensions/garbage.raw"
+    garbage.parent.mkdir(parents=True, exist_ok=True)
+    garbage.write_bytes(os.urandom(64 * 1024))
+    r = strata("sysext", "merge", f"--root={root2}")
+    assert r.returncode == 1
+    assert "garbage" in r.stderr
+    assert mounts_under(root2) == []
+
+    root3 = make_root(tmp_path / "3")
+    install_ext(root3, "forbidden", {"usr/lib/os-release": "ID=evil\n", "usr/bin/e": "e"})
+    r = strata("sysext", "merge", f"--root={root3}", "--force")
+    assert r.returncode == 1
+    assert "forbidden" in r.stderr and "os-release" in r.stderr
+    assert mounts_under(root3) == []
+
+
+@isolated
+def test_confext_merge(tmp_path: Path) -> None:
+    root = make_root(tmp_path, files={"etc/host.conf": "host\n"})
+    install_ext(root, "conf", {"etc/app.conf": "app\n"}, confext=True, where="run/confexts",
+                fmt="erofs")
+    r = strata("confext", "merge", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert (root / "etc/app.conf").read_text() == "app\n"
+    assert (root / "etc/host.conf").read_text() == "host\n"
+    assert (root / "etc/.systemd-confext/confexts").read_text() == "conf\n"
+    from strata.kernel import mountinfo
+
+    top = mountinfo.top_mount_at(mountinfo.read(), str(root / "etc"))
+    assert top is not None and top.fstype == "overlay" and top.source == "confext"
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(top.mount_options)
+    assert strata("confext", "unmerge", f"--root={root}").returncode == 0
+    assert not (root / "etc/app.conf").exists()
+
+
+@isolated
+def test_refresh_replaces_and_unmerges(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    install_ext(root, "one", {"usr/bin/one": "1", "opt/one/x": "1"}, fmt="erofs")
+    assert strata("sysext", "merge", f"--root={root}").returncode == 0
+    (root / "var/lib/extensions/one.raw").unlink()
+    install_ext(root, "two", {"usr/bin/two": "2"})
+    r = strata("sysext", "refresh", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert (root / "usr/bin/two").read_text() == "2"
+    assert not (root / "usr/bin/one").exists()
+    # /opt got no content from the new set: it is unmerged
+    assert not (root / "opt/one").exists()
+    assert (root / "usr/.systemd-sysext/extensions").read_text() == "two\n"
+    assert [m for m in mounts_under(root) if m.endswith("/usr")] == [str(root / "usr")]
+    (root / "var/lib/extensions/two").rename(root / "two-gone")
+    r = strata("sysext", "refresh", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert mounts_under(root) == []
