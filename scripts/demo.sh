@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it mounts, in a private namespace)" >&2; exit 1; }
 bash scripts/setup.sh
-if [ -z "${STRATA_DEMO_INNER:-}" ]; then
-  STRATA_DEMO_INNER=1 exec unshare -m --propagation private bash "$0" "$@"
+if [ -z "${STRATA_DEMO_DIR:-}" ]; then
+  # The mounts live and die with the private namespace; the scratch files are removed after.
+  W=$(mktemp -d /tmp/strata-demo.XXXXXX)
+  rc=0; STRATA_DEMO_DIR=$W unshare -m --propagation private bash "$0" "$@" || rc=$?
+  rm -rf "$W"
+  exit $rc
 fi
 
 S="$PWD/.venv/bin/strata"
-W=$(mktemp -d /tmp/strata-demo.XXXXXX)
-trap 'umount -R "$W/root" 2>/dev/null || true; rm -rf "$W"' EXIT
+W=$STRATA_DEMO_DIR
 R=$W/root
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
@@ -37,7 +40,7 @@ t=$(mk tools); mkdir -p "$t/opt/tools"; echo "tools v1" > "$t/opt/tools/VERSION"
 mksquashfs "$t" "$R/var/lib/extensions/tools.raw" -noappend -all-root -quiet -no-progress
 t=$(mk devel); mkdir -p "$t/usr/include"; echo "int devel(void);" > "$t/usr/include/devel.h"
 cp -a "$t" "$R/var/lib/extensions/devel"
-t=$W/tree-motd; mkdir -p "$t/etc/extension-release.d"; echo "ID=debian" > "$t/etc/extension-release.d/extension-release.motd"
+t=$W/tree-motd; mkdir -p "$t/etc/extension-release.d"; printf 'ID=debian\nVERSION_ID=12\n' > "$t/etc/extension-release.d/extension-release.motd"
 echo "Welcome to a Strata-merged /etc" > "$t/etc/motd"; cp -a "$t" "$R/run/confexts/motd"
 
 say "list (reads the images without mounting them)"
@@ -47,7 +50,7 @@ run "$S" sysext merge --root="$R"
 run "$S" confext merge --root="$R"
 say "the merged tree"
 run ls "$R/usr/bin" "$R/opt/tools" "$R/usr/include"
-run chroot "$R" /usr/bin/hello 2>/dev/null || run sh "$R/usr/bin/hello"
+run sh "$R/usr/bin/hello"
 run cat "$R/etc/motd"
 run "$S" sysext status --root="$R"
 run "$S" confext status --root="$R" --json=pretty
