@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
-STRATA = [str(HERE / ".venv/bin/strata")] if (HERE / ".venv/bin/strata").exists() else [
-    sys.executable, "-m", "strata"]
+STRATA = ([str(HERE / ".venv/bin/strata")] if (HERE / ".venv/bin/strata").exists()
+          else [sys.executable, "-m", "strata"]) + ["sysext"]
 SYSTEMD = shutil.which("systemd-sysext") or "/usr/bin/systemd-sysext"
 
 
@@ -108,9 +108,15 @@ def scenario(rounds: int) -> None:
             return cycle(tool, r10, "refresh")
 
         compare("refresh, 10 erofs images", rounds, refresh)
+        # systemd-sysext 252 cannot show the status of a merged --root (it reads the marker
+        # without the root prefix), so the tools are compared on the unmerged root, and strata
+        # alone on the merged one.
+        compare("status (not merged)", rounds, lambda t: timed([*t, "status", f"--root={r10}"]),
+                "(goal: strata < 60 ms)")
         timed([*STRATA, "merge", f"--root={r10}"])
-        compare("status (merged, 10 images)", rounds,
-                lambda t: timed([*t, "status", f"--root={r10}"]), "(goal: strata < 60 ms)")
+        merged = statistics.median(timed([*STRATA, "status", f"--root={r10}"])
+                                   for _ in range(rounds))
+        print(f"{'status (merged, 10 images)':34s} strata {merged * 1000:8.1f} ms", flush=True)
         timed([*STRATA, "unmerge", f"--root={r10}"])
 
         r50 = make_root(base / "dirs")
@@ -119,6 +125,8 @@ def scenario(rounds: int) -> None:
                 "(goal <= 1.50x)")
         compare("list, 50 directory extensions", rounds,
                 lambda t: timed([*t, "list", f"--root={r50}"]))
+        for r in (r10, r50):
+            sh("umount", "-R", str(r))
 
 
 def main() -> None:

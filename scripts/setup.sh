@@ -24,3 +24,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import strata, pytest, hy
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e '.[test]'
 fi
+
+# Byte-compile once: with PYTHONDONTWRITEBYTECODE set (as on some CI machines) every command
+# would otherwise recompile its modules at start-up.
+.venv/bin/python -m compileall -q src >/dev/null

@@ -1,49 +1,52 @@
-"""Logging in systemd's style: plain lines on stderr, no prefixes unless debugging."""
+"""Logging in systemd's style: plain lines on stderr, no prefixes unless debugging.
+
+Deliberately not the logging module: it costs several milliseconds of start-up, and every
+command here wants just "print this line to stderr if the level allows".
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
-_LOGGER = logging.getLogger("strata")
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if _LOGGER.level <= logging.DEBUG:
-            return f"{record.levelname.lower()}: {msg}"
-        return msg
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+_NAMES = {"debug": DEBUG, "info": INFO, "notice": INFO, "warning": WARNING, "err": ERROR,
+          "error": ERROR, "crit": ERROR + 10, "alert": ERROR + 10, "emerg": ERROR + 10}
+_state = {"level": INFO}
 
 
 def setup(level: str | None = None) -> None:
-    """Configure once; SYSTEMD_LOG_LEVEL or STRATA_LOG_LEVEL (debug, info, warning, err) decide."""
-    if _LOGGER.handlers:
-        return
+    """STRATA_LOG_LEVEL or SYSTEMD_LOG_LEVEL (debug, info, warning, err) decide."""
     name = (level or os.environ.get("STRATA_LOG_LEVEL") or os.environ.get("SYSTEMD_LOG_LEVEL")
             or "info").lower()
-    lvl = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
-           "warning": logging.WARNING, "err": logging.ERROR, "error": logging.ERROR,
-           "crit": logging.CRITICAL}.get(name, logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    _LOGGER.addHandler(handler)
-    _LOGGER.setLevel(lvl)
-    _LOGGER.propagate = False
+    _state["level"] = _NAMES.get(name, INFO)
+
+
+def enabled(level: int) -> bool:
+    return level >= _state["level"]
+
+
+def _emit(level: int, tag: str, msg: str) -> None:
+    if level >= _state["level"]:
+        line = f"{tag}: {msg}\n" if _state["level"] <= DEBUG else msg + "\n"
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def debug(msg: str) -> None:
-    _LOGGER.debug(msg)
+    _emit(DEBUG, "debug", msg)
 
 
 def info(msg: str) -> None:
-    _LOGGER.info(msg)
+    _emit(INFO, "info", msg)
 
 
 def warning(msg: str) -> None:
-    _LOGGER.warning(msg)
+    _emit(WARNING, "warning", msg)
 
 
 def error(msg: str) -> None:
-    _LOGGER.error(msg)
+    _emit(ERROR, "error", msg)

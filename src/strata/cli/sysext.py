@@ -145,10 +145,10 @@ def delegate(cls: ExtClass, argv: Sequence[str]) -> NoReturn:
 
 
 def _print_status(cls: ExtClass, ns: argparse.Namespace) -> int:
-    from strata.engine import ops
+    from strata.engine import query
 
     settings = _settings(cls, ns)
-    rows = ops.status(settings)
+    rows = query.status(settings)
     if ns.json != "off":
         data = [{"hierarchy": r.hierarchy,
                  "extensions": list(r.extensions) if r.extensions is not None else "none",
@@ -162,9 +162,9 @@ def _print_status(cls: ExtClass, ns: argparse.Namespace) -> int:
 
 
 def _print_list(cls: ExtClass, ns: argparse.Namespace) -> int:
-    from strata.engine import ops
+    from strata.engine import query
 
-    exts = ops.list_images(_settings(cls, ns))
+    exts = query.list_images(_settings(cls, ns))
     if not exts and ns.json == "off":
         log.info("No OS extensions found.")
         return 0
@@ -219,12 +219,12 @@ def run(cls: ExtClass, argv: Sequence[str], prog: str) -> int:
     if ns.root is not None and not os.path.isdir(ns.root):
         raise StrataError(f"Root directory '{ns.root}' does not exist or is not a directory.",
                           kind=ErrorKind.NOT_FOUND)
-    from strata.engine import ops
-
     if ns.verb == "status":
         return _print_status(cls, ns)
     if ns.verb == "list":
         return _print_list(cls, ns)
+    from strata.engine import ops
+
     settings = _settings(cls, ns)
     if ns.verb == "merge":
         ops.merge(settings, os.environ)

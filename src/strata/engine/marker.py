@@ -56,13 +56,20 @@ def _read_one_line(path: str) -> str | None:
 
 
 def is_mount_point(path: str) -> bool:
-    """True if `path` is the root of a mount (mount id differs from its parent's)."""
-    from strata.kernel.mountapi import mount_id
-
+    """True if `path` is the root of a mount. A device number different from the parent's
+    settles it cheaply (always the case for an overlay); otherwise (bind mounts within one
+    filesystem) mountinfo decides."""
     try:
-        return mount_id(path) != mount_id(os.path.join(path, ".."))
-    except StrataError:
-        return os.path.ismount(path)
+        st = os.lstat(path)
+        parent = os.lstat(os.path.join(path, ".."))
+    except OSError:
+        return False
+    if st.st_dev != parent.st_dev or st.st_ino == parent.st_ino:
+        return True
+    from strata.kernel import mountinfo
+
+    real = os.path.realpath(path)
+    return any(e.mountpoint == real for e in mountinfo.read())
 
 
 def read_merged(cls: ExtClass, path: str, root: str) -> MergedState | None:

@@ -14,12 +14,12 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 from strata import faults, log
-from strata.discover import Extension, discover
+from strata.discover import Extension
 from strata.engine import marker
 from strata.engine.plan import Candidate, Selection, check_forbidden_directories, select
+from strata.engine.query import list_images, native_arch, resolved
 from strata.engine.settings import Settings
 from strata.engine.worker import (
     BuildResult,
@@ -29,28 +29,11 @@ from strata.engine.worker import (
     remove_workdir,
 )
 from strata.errors import ErrorKind, StrataError
-from strata.fsutil import chase, join_root
+from strata.fsutil import join_root
 from strata.kernel import libc, mountapi
 from strata.kernel.ns import in_private_namespace
 from strata.model import ExtClass
 from strata.parse import parse_boolean
-
-
-@dataclass(frozen=True)
-class StatusRow:
-    hierarchy: str
-    extensions: tuple[str, ...] | None  # None: not merged
-    since_us: int | None
-
-
-def in_initrd() -> bool:
-    return os.path.exists("/etc/initrd-release")
-
-
-def native_arch() -> str:
-    from strata.arch import native
-
-    return native()
 
 
 def require_privileges() -> None:
@@ -85,42 +68,6 @@ def root_lock(root: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _resolved(h: str, root: str) -> str | None:
-    try:
-        return chase(h, root)
-    except StrataError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        raise StrataError(f"Failed to resolve path to hierarchy '{join_root(root, h)}': "
-                          f"{e.message}", kind=e.kind, errno=e.errno) from e
-
-
-# --- status and list -------------------------------------------------------------------------
-
-
-def status(settings: Settings) -> list[StatusRow]:
-    rows: list[StatusRow] = []
-    for h in settings.hierarchies:
-        target = _resolved(h, settings.root)
-        if target is None:
-            continue
-        state = marker.read_merged(settings.cls, target, settings.root)
-        if state is None:
-            rows.append(StatusRow(h, None, None))
-        else:
-            rows.append(StatusRow(h, state.extensions, state.since_us))
-    rows.sort(key=lambda r: [p for p in r.hierarchy.split("/") if p])
-    return rows
-
-
-def list_images(settings: Settings) -> list[Extension]:
-    result = discover(settings.cls, root=settings.discover_root, initrd=in_initrd(),
-                      arch=native_arch())
-    for skip in result.skipped:
-        log.debug(f"Ignoring {skip.path}: {skip.reason}")
-    return list(result.extensions)
 
 
 # --- reading images --------------------------------------------------------------------------
@@ -196,7 +143,7 @@ def unmerge(settings: Settings) -> None:
         failure: StrataError | None = None
         for h in settings.hierarchies:
             try:
-                target = _resolved(h, settings.root)
+                target = resolved(h, settings.root)
                 if target is not None:
                     unmerge_hierarchy(settings.cls, target, settings.root)
             except StrataError as e:
@@ -227,7 +174,7 @@ def workspace_dir(settings: Settings) -> str:
 
 def first_merged(settings: Settings) -> str | None:
     for h in settings.hierarchies:
-        target = _resolved(h, settings.root)
+        target = resolved(h, settings.root)
         if target is not None and marker.read_merged(settings.cls, target, settings.root):
             return h
     return None
@@ -299,7 +246,7 @@ def attach_trees(settings: Settings, result: BuildResult, fds: list[int]) -> Non
     for h in settings.hierarchies:
         if h in done:
             continue
-        stale = _resolved(h, root)
+        stale = resolved(h, root)
         if stale is not None:
             unmerge_hierarchy(cls, stale, root)
 
@@ -353,7 +300,7 @@ def need_reload(settings: Settings) -> bool:
 
     fs = DirectoryFS(settings.root)
     for h in settings.hierarchies:
-        target = _resolved(h, settings.root)
+        target = resolved(h, settings.root)
         state = marker.read_merged(settings.cls, target, settings.root) if target else None
         if state is None:
             continue
