@@ -31,11 +31,11 @@ import os
 import stat as _stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from strata import vpick
 from strata.errors import StrataError
 from strata.model import ExtClass, ImageType
+from strata.record import record
 
 _NAME_MAX = 255
 _CHASE_MAX = 32  # symlinks followed before ELOOP, as systemd's chase()
@@ -68,7 +68,7 @@ def search_path(cls: ExtClass, *, initrd: bool = False) -> tuple[str, ...]:
     return (*base, "/.extra/confext") if initrd else (*base, "/usr/lib/confexts")
 
 
-@dataclass(frozen=True)
+@record
 class Extension:
     """One discovered image, as `systemd-sysext list` shows it."""
 
@@ -101,7 +101,7 @@ class SkipReason(enum.Enum):
     SHADOWED = "shadowed"  # an image of the same name was found first
 
 
-@dataclass(frozen=True)
+@record
 class Skipped:
     """A directory entry that was ignored, with systemd's debug message for it."""
 
@@ -111,7 +111,7 @@ class Skipped:
     name: str | None = None  # the image name, when it got that far
 
 
-@dataclass(frozen=True)
+@record
 class DiscoveryResult:
     extensions: tuple[Extension, ...]  # sorted by name (strcmp), like `list`
     skipped: tuple[Skipped, ...]  # in discovery order
@@ -307,7 +307,7 @@ def crtime_us(path: str, *, follow: bool = True) -> int:
 # Discovery
 
 
-@dataclass(frozen=True)
+@record
 class _Classified:
     name: str
     fname: str  # relative to the search directory; "x.v/x_1.raw" for vpick choices

@@ -14,12 +14,12 @@ import errno
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from strata.errors import ErrorKind, StrataError
 from strata.images.base import DirectoryFS, FileKind, ImageFS
 from strata.model import ExtClass, Scope
 from strata.parse import parse_boolean
+from strata.record import record
 
 # The character classes systemd's parser uses (string-util.h, escape.h). Only these ASCII
 # characters are special; everything else, non-ASCII whitespace included, is ordinary.
@@ -260,12 +260,12 @@ def _split_ws(value: str) -> tuple[str, ...]:
     return tuple(p for p in re.split(r"[ \t\n\r]+", value) if p)
 
 
-@dataclass(frozen=True)
+@record
 class HostRelease:
     """The host's os-release: where it was found (a path on this machine) and all its fields."""
 
     path: str
-    fields: dict[str, str] = field(hash=False)
+    fields: dict[str, str]
 
     @property
     def id(self) -> str:
@@ -409,13 +409,13 @@ def image_name_from_path(path: str) -> str:
 STRICT_XATTR = "user.extension-release.strict"
 
 
-@dataclass(frozen=True)
+@record
 class ReleaseLookup:
     """What find_extension_release() found: the image path of the release file and its fields,
     or neither and a `problem` saying why (which systemd would only log at debug level)."""
 
     path: str | None
-    fields: dict[str, str] | None = field(hash=False)
+    fields: dict[str, str] | None
     problem: str | None = None
 
     @property
@@ -527,7 +527,7 @@ def find_extension_release(fs: ImageFS, cls: ExtClass, name: str, *,
 # Compatibility
 
 
-@dataclass(frozen=True)
+@record
 class Verdict:
     """Whether an extension may be merged, and systemd's words for why (naming the image)."""
 

@@ -34,8 +34,8 @@ import errno as _errno
 import os
 import stat as _stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+from strata.record import record
 from strata.versions import strverscmp_improved
 
 UINT_MAX = 2**32 - 1
@@ -61,7 +61,7 @@ SECONDARY_ARCHITECTURE: dict[str, str] = {
 _VERSION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,_-+")
 
 
-@dataclass(frozen=True)
+@record
 class Choice:
     """The entry vpick chose, with what it parsed out of the name."""
 
@@ -72,7 +72,7 @@ class Choice:
     tries_done: int | None
 
 
-@dataclass(frozen=True)
+@record
 class PickResult:
     """A choice made on disk: its path (not symlink-resolved) and its stat (symlinks followed)."""
 
@@ -134,7 +134,7 @@ def local_architectures(arch: str) -> tuple[str | None, ...]:
     return (arch, secondary, None) if secondary else (arch, None)
 
 
-@dataclass(frozen=True)
+@record
 class _Candidate:
     filename: str
     version: str

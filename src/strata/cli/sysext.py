@@ -185,7 +185,7 @@ def _settings(cls: ExtClass, ns: argparse.Namespace) -> Settings:
     s = resolve(cls, os.environ, root=ns.root, force=ns.force, mutable=ns.mutable,
                 noexec=ns.noexec, no_reload=ns.no_reload, image_policy=ns.image_policy)
     if not ns.atomic:
-        from dataclasses import replace
+        from strata.record import replace
 
         s = replace(s, atomic=False)
     return s

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import errno
 import posixpath
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
 from strata.model import MutableMode
+from strata.record import record
 
 MUTABLE_BASE = "/var/lib/extensions.mutable"
 
@@ -27,7 +27,7 @@ def workdir_name(hierarchy: str) -> str:
     return f".systemd-{single_component(hierarchy)}-workdir"
 
 
-@dataclass(frozen=True)
+@record
 class HostHierarchy:
     """What the host looks like for one hierarchy (the snapshot the worker takes)."""
 
@@ -46,7 +46,7 @@ class HostHierarchy:
     import_is_hierarchy: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class HierarchyLayout:
     hierarchy: str
     mode: int  # applied to the top layer so the merged root keeps the host's permissions

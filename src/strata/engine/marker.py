@@ -13,14 +13,14 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass
 from strata.parse import cescape, cunescape, parse_devnum
+from strata.record import record
 
 
-@dataclass(frozen=True)
+@record
 class MergedState:
     """What the marker of a live merge says."""
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from strata.discover import Extension
 from strata.errors import ErrorKind, StrataError
-from strata.images import ImageLayout
 from strata.model import ExtClass, ImageType, Scope
+from strata.record import record
 from strata.release import HostRelease, ReleaseLookup, check_compatibility
 from strata.versions import strverscmp_improved
 
+if TYPE_CHECKING:
+    from strata.images import ImageLayout
 
-@dataclass(frozen=True)
+
+@record
 class Candidate:
     """Everything the planner needs to know about one discovered image, read without mounting."""
 
@@ -33,7 +37,7 @@ class Candidate:
     valid_extension_tree: bool = True
     #: hierarchy ("/usr") -> image-relative directory it resolves to, for hierarchies where the
     #: image has a non-empty directory (systemd's "used" test)
-    content: Mapping[str, str] = field(default_factory=dict)
+    content: Mapping[str, str] = MappingProxyType({})
     #: raw images: where the filesystem is and what it is
     layout: ImageLayout | None = None
 
@@ -46,7 +50,7 @@ class Candidate:
         return self.ext.type in (ImageType.RAW, ImageType.BLOCK)
 
 
-@dataclass(frozen=True)
+@record
 class Decision:
     name: str
     path: str
@@ -54,7 +58,7 @@ class Decision:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Selection:
     """The images to merge (ascending by version order) and why the others were left out."""
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
 from strata import log
 from strata.engine import marker
 from strata.engine.settings import Settings
 from strata.errors import StrataError
 from strata.fsutil import chase, join_root
+from strata.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from strata.discover import Extension
 
 
-@dataclass(frozen=True)
+@record
 class StatusRow:
     hierarchy: str
     extensions: tuple[str, ...] | None  # None: not merged

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from strata import log
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass, MutableMode
 from strata.parse import parse_boolean
+from strata.record import record
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     cls: ExtClass
     root: str = "/"

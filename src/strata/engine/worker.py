@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from strata import faults
 from strata.engine import marker
@@ -33,6 +32,7 @@ from strata.fsutil import chase, dir_is_empty, join_root
 from strata.kernel import libc, loop, mountapi, mountinfo
 from strata.kernel.overlay import make_overlay
 from strata.model import ExtClass, ImageType, MutableMode
+from strata.record import record
 
 #: overlay options systemd v257 adds in mutable modes; index=off (v259) lets the old and the
 #: new overlay share the upper directory for the instant of an atomic refresh
@@ -42,14 +42,14 @@ MUTABLE_OPTIONS = ("redirect_dir=on", "noatime", "metacopy=off", "index=off")
 ALT_WORKDIR_FMT = ".strata-{}-workdir"
 
 
-@dataclass(frozen=True)
+@record
 class BuiltTree:
     hierarchy: str
     target: str  # host path the tree belongs on
     work_dir: str | None  # host path of this overlay's workdir, if mutable
 
 
-@dataclass(frozen=True)
+@record
 class BuildResult:
     trees: tuple[BuiltTree, ...]  # one per fd handed back, same order
 

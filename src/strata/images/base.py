@@ -12,9 +12,9 @@ import errno
 import os
 import posixpath
 import stat as _stat
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
+from strata.record import record
 
 
 class FileKind(enum.Enum):
@@ -34,7 +34,7 @@ class FileKind(enum.Enum):
         return cls.OTHER
 
 
-@dataclass(frozen=True)
+@record
 class Stat:
     """lstat() of an entry inside an image."""
 
@@ -141,6 +141,43 @@ class DirectoryFS(ImageFS):
     def __init__(self, root: str) -> None:
         self.root = root
         self.label = root
+        self._resolved: dict[str, str] = {}
+
+    def resolve(self, path: str) -> str:
+        """As ImageFS.resolve, but with one os.lstat per component (the generic version goes
+        through self.lstat, which resolves each parent again) and a memo of directories."""
+        key = "/" + "/".join(split(path))
+        hit = self._resolved.get(key)
+        if hit is not None:
+            return hit
+        todo = split(path)
+        done: list[str] = []
+        hops = 0
+        while todo:
+            part = todo.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            host = posixpath.join(self.root, *done, part)
+            try:
+                st = os.lstat(host)
+            except OSError as e:
+                raise self._wrap(e, "/" + "/".join([*done, part])) from e
+            if _stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise StrataError(f"{self.label}:{key}: too many levels of symbolic links",
+                                      kind=ErrorKind.INVALID, errno=errno.ELOOP)
+                target = os.readlink(host)
+                if target.startswith("/"):
+                    done = []
+                todo = split(target) + todo
+                continue
+            done.append(part)
+        result = "/" + "/".join(done)
+        self._resolved[key] = result
+        return result
 
     def _host(self, path: str) -> str:
         parts = split(path)

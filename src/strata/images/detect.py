@@ -15,7 +15,6 @@ import errno
 import os
 import posixpath
 import stat as _stat
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
 from strata.images.base import DirectoryFS, FileKind, ImageFS, Stat, split
@@ -28,6 +27,7 @@ from strata.images.gpt import (
     read_gpt,
     select_partitions,
 )
+from strata.record import record
 
 #: Enough of an image's start to see every signature we know (btrfs's is at 64 KiB + 64).
 HEAD_SIZE = 68 * 1024
@@ -111,7 +111,7 @@ def fs_size_problem(head: bytes, fmt: ImageFormat, available: int) -> str | None
     return None
 
 
-@dataclass(frozen=True)
+@record
 class ImageLayout:
     """Where an image's file system lives. For a naked file system the container and fs formats
     are the same and the offset is 0; for a GPT disk image `partition` is the partition used

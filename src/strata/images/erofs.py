@@ -29,11 +29,11 @@ import struct
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from strata.errors import ErrorKind, StrataError
 from strata.images.base import MAX_SYMLINK_HOPS, FileKind, ImageFS, Stat, split
+from strata.record import record
 
 MAGIC = 0xE0F5E1E2
 SUPERBLOCK_OFFSET = 1024
@@ -211,7 +211,7 @@ def lz4_decompress_partial(src: bytes, out_len: int) -> bytes:
 
 # --------------------------------------------------------------------------- on-disk records
 
-@dataclass(frozen=True)
+@record
 class Superblock:
     blkszbits: int
     root_nid: int
@@ -275,7 +275,7 @@ def parse_superblock(block: bytes, image_size: int) -> Superblock:
                       fincompat, epoch, algs, dirblkbits, prefix_count, prefix_start, packed_nid)
 
 
-@dataclass(frozen=True)
+@record
 class Inode:
     nid: int
     pos: int  # byte offset of the on-disk inode
@@ -328,7 +328,7 @@ def parse_inode(raw: bytes, *, nid: int, pos: int, epoch: int) -> Inode:
     return Inode(nid, pos, layout, isize, xattr_isize, mode, size, uid, gid, mtime, i_u, nb)
 
 
-@dataclass(frozen=True)
+@record
 class _ZInfo:
     """A compressed inode's map header, plus where its tail extent lives."""
 

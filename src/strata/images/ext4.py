@@ -26,10 +26,10 @@ import stat as _stat
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
 from strata.images.base import MAX_SYMLINK_HOPS, FileKind, ImageFS, Stat, split
+from strata.record import record
 
 MAGIC = 0xEF53
 SUPERBLOCK_OFFSET = 1024
@@ -97,7 +97,7 @@ class _UnsupportedError(Exception):
     """A valid structure this reader does not handle (encrypted inodes)."""
 
 
-@dataclass(frozen=True)
+@record
 class Ext4Superblock:
     """The superblock fields this reader uses."""
 
@@ -243,7 +243,7 @@ def parse_dirents(buf: bytes, block_size: int, has_filetype: bool) -> list[tuple
     return out
 
 
-@dataclass(frozen=True)
+@record
 class XattrEntry:
     """One entry of an xattr list, before its value is fetched."""
 
@@ -285,7 +285,7 @@ def coalesce(pairs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
     return runs
 
 
-@dataclass(frozen=True)
+@record
 class _Inode:
     ino: int
     mode: int

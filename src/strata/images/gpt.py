@@ -19,9 +19,9 @@ import struct
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
+from strata.record import record
 from strata.versions import strverscmp_improved
 
 #: GPT headers are looked for in the second sector for each of these sector sizes, like
@@ -72,7 +72,7 @@ _VERSIONED_ROLES = frozenset({
 })
 
 
-@dataclass(frozen=True)
+@record
 class PartitionType:
     role: PartitionRole
     arch: str | None  # systemd architecture name ("x86-64"), None if not arch-specific
@@ -204,7 +204,7 @@ def type_uuid_for(role: PartitionRole, arch: str | None = None) -> uuid.UUID:
     raise KeyError(f"no partition type for {role.value} on {arch}")
 
 
-@dataclass(frozen=True)
+@record
 class Partition:
     """One used entry of a GPT."""
 
@@ -236,7 +236,7 @@ class Partition:
         return f"partition {self.index} ({kind})"
 
 
-@dataclass(frozen=True)
+@record
 class GptTable:
     sector_size: int
     disk_uuid: uuid.UUID
@@ -244,7 +244,7 @@ class GptTable:
     used_backup: bool  # the primary header or its entries were broken
 
 
-@dataclass(frozen=True)
+@record
 class GptHeader:
     """The fields of a GPT header we use, validated except for the entry array CRC."""
 
@@ -409,7 +409,7 @@ def _arch_rank(part_arch: str | None, native: str) -> int:
     return 0
 
 
-@dataclass(frozen=True)
+@record
 class Selection:
     """What systemd-dissect would mount for an extension image: `root` at "/" and `usr` at
     "/usr". A usr-only image has root None; a lone generic Linux partition becomes `root`."""

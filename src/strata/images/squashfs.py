@@ -23,10 +23,10 @@ import stat as _stat
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 
 from strata.errors import ErrorKind, StrataError
 from strata.images.base import MAX_SYMLINK_HOPS, FileKind, ImageFS, Stat, split
+from strata.record import record, replace
 
 MAGIC = 0x73717368  # "hsqs"
 SUPERBLOCK_SIZE = 96
@@ -87,7 +87,7 @@ class _CorruptError(Exception):
     """Raised deep in the parser; public methods turn it into a StrataError naming the path."""
 
 
-@dataclass(frozen=True)
+@record
 class SquashfsSuperblock:
     """The fields of the squashfs superblock this reader uses."""
 
@@ -155,7 +155,7 @@ def xattr_name(type_field: int, name: bytes) -> bytes | None:
     return None if prefix is None else prefix + name
 
 
-@dataclass(frozen=True)
+@record
 class _Inode:
     itype: _InodeType
     mode: int  # full st_mode

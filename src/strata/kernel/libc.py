@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Any
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _load() -> ctypes.CDLL:
+    # The interpreter already has libc mapped: CDLL(None) finds its symbols without
+    # ctypes.util.find_library(), which imports subprocess and may even run ldconfig.
+    lib = ctypes.CDLL(None, use_errno=True)
+    if hasattr(lib, "mount") and hasattr(lib, "syscall"):
+        return lib
+    from ctypes import util
+
+    return ctypes.CDLL(util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+_libc = _load()
 
 
 def call(name: str, *args: Any) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
+from strata.record import record
 
 
 def unescape(field: str) -> str:
@@ -39,7 +39,7 @@ def _is_octal(b: bytes) -> bool:
     return len(b) == 3 and all(0x30 <= c <= 0x37 for c in b)
 
 
-@dataclass(frozen=True)
+@record
 class Propagation:
     """The optional fields that describe mount propagation (shared subtrees)."""
 
@@ -65,7 +65,7 @@ class Propagation:
         return " ".join(parts) or "private"
 
 
-@dataclass(frozen=True)
+@record
 class MountEntry:
     """One line of mountinfo, with paths unescaped."""
 

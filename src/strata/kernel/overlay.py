@@ -26,11 +26,11 @@ import enum
 import errno
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from strata.errors import ErrorKind, StrataError
 from strata.kernel import libc, mountapi
 from strata.kernel.mountapi import FSCONFIG_STRING_MAX, FsOption
+from strata.record import record
 
 Layer = str | int
 """A layer directory: a path, or an fd (O_PATH is fine) of a directory or detached mount."""
@@ -86,7 +86,7 @@ def option_string(options: Sequence[FsOption]) -> str:
     return ",".join(parts)
 
 
-@dataclass(frozen=True)
+@record
 class MountFlags:
     """Generic mount options found among filesystem options (systemd passes e.g. "noatime" in
     the overlay option string and libmount turns it into MS_NOATIME; overlayfs itself would
