@@ -1,16 +1,21 @@
-"""Crash points for fault-injection tests: STRATA_FAULT=<name> kills the process there.
+"""Crash and pause points for fault-injection tests.
 
-The engine calls point() between the steps of merge and refresh; tests set the variable,
-see the process die by SIGKILL at that exact step, and check the root holds the old state or
-the new one, and that the next command cleans up. Unset, a point costs one dict lookup.
+The engine calls point() between the steps of merge and refresh. STRATA_FAULT=<name> makes the
+process SIGKILL itself there; STRATA_FAULT_PAUSE=<name>=<seconds> makes it sleep there (to
+hold the lock while a test starts a competing command). Unset, a point costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 
 def point(name: str) -> None:
-    if os.environ.get("STRATA_FAULT") == name:
+    env = os.environ
+    if env.get("STRATA_FAULT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = env.get("STRATA_FAULT_PAUSE")
+    if pause and pause.partition("=")[0] == name:
+        time.sleep(float(pause.partition("=")[2] or "1"))

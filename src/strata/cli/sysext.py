@@ -195,6 +195,8 @@ def run(cls: ExtClass, argv: Sequence[str], prog: str) -> int:
     """Parse and execute; returns the exit status (StrataError is reported by the caller)."""
     parser = build_parser(prog)
     ns = parser.parse_args(list(argv))
+    if ns.engine == "systemd":
+        delegate(cls, argv)
     if ns.help or ns.verb == "help":
         write(HELP.format(prog=prog, blurb=BLURB[cls], program=cls.program,
                           env=cls.value.upper()))
@@ -214,8 +216,6 @@ def run(cls: ExtClass, argv: Sequence[str], prog: str) -> int:
                           hint="one of: " + ", ".join(VERBS))
     if ns.extra:
         raise StrataError("Too many arguments.", kind=ErrorKind.USAGE)
-    if ns.engine == "systemd":
-        delegate(cls, argv)
     if ns.root is not None and not os.path.isdir(ns.root):
         raise StrataError(f"Root directory '{ns.root}' does not exist or is not a directory.",
                           kind=ErrorKind.NOT_FOUND)

@@ -200,6 +200,26 @@ def _detach_ours_above(cls: ExtClass, target: str, root: str, keep_id: int) -> l
     return old_workdirs
 
 
+def _collapse_stack(cls: ExtClass, target: str, root: str) -> list[str | None]:
+    """Leave at most one of our overlays at `target` (a crash between mounting beneath and
+    detaching the old one leaves two). The new tree can only slide under the top one, so the
+    others above it go first; each step shows a complete merge, never the bare hierarchy."""
+    from strata.kernel import mountinfo
+
+    removed: list[str | None] = []
+    while True:
+        stack = mountinfo.stack_at(mountinfo.read(), target)
+        ours = [e for e in stack if e.fstype == "overlay" and e.source == cls.mount_source]
+        state = marker.read_merged(cls, target, root)
+        if len(ours) <= 1 or state is None:
+            return removed
+        mdir = os.path.join(target, cls.marker_dir)
+        with contextlib.suppress(OSError):
+            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        mountapi.detach(target)
+        removed.append(state.work_dir)
+
+
 def _detach_ours(cls: ExtClass, target: str, root: str) -> list[str | None]:
     old: list[str | None] = []
     while (state := marker.read_merged(cls, target, root)) is not None:
@@ -227,6 +247,7 @@ def attach_trees(settings: Settings, result: BuildResult, fds: list[int]) -> Non
         if marker.read_merged(cls, target, root) is None:
             mountapi.attach(fd, target)
         elif beneath:
+            old_workdirs = _collapse_stack(cls, target, root)
             mountapi.attach(fd, target, beneath=True)
             faults.point("refresh-beneath")
             old_workdirs = _detach_ours_above(cls, target, root, mountapi.mount_id(fd))
