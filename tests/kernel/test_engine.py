@@ -162,3 +162,23 @@ def test_refresh_replaces_and_unmerges(tmp_path: Path) -> None:
     r = strata("sysext", "refresh", f"--root={root}")
     assert r.returncode == 0, r.stderr
     assert mounts_under(root) == []
+
+
+@isolated
+def test_image_policy(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    install_ext(root, "dir", {"usr/bin/d": "d"})
+    r = strata("sysext", "merge", f"--root={root}", "--image-policy=root=verity+signed")
+    assert r.returncode == 0, r.stderr  # directories are not subject to image policies
+    assert strata("sysext", "unmerge", f"--root={root}").returncode == 0
+    raw = install_ext(root, "img", {"usr/bin/i": "i"}, fmt="erofs")
+    r = strata("sysext", "merge", f"--root={root}", "--image-policy=root=verity+signed")
+    assert r.returncode == 1
+    assert str(raw) in r.stderr and "Image does not match image policy" in r.stderr
+    assert "'unprotected' but 'verity+signed' was required" in r.stderr
+    assert mounts_under(root) == []
+    ok = strata("sysext", "merge", f"--root={root}", "--image-policy=root=unprotected")
+    assert ok.returncode == 0, ok.stderr
+    assert (root / "usr/bin/i").read_text() == "i"
+    bad = strata("sysext", "refresh", f"--root={root}", "--image-policy=root=bogus")
+    assert bad.returncode == 1 and "Unknown partition policy flag: bogus" in bad.stderr

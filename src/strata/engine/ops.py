@@ -14,12 +14,13 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from strata import faults, log
 from strata.discover import Extension
 from strata.engine import marker
 from strata.engine.plan import Candidate, Selection, check_forbidden_directories, select
-from strata.engine.query import list_images, native_arch, resolved
+from strata.engine.query import in_initrd, list_images, native_arch, resolved
 from strata.engine.settings import Settings
 from strata.engine.worker import (
     BuildResult,
@@ -34,6 +35,9 @@ from strata.kernel import libc, mountapi
 from strata.kernel.ns import in_private_namespace
 from strata.model import ExtClass
 from strata.parse import parse_boolean
+
+if TYPE_CHECKING:
+    from strata.policy import ImagePolicy
 
 
 def require_privileges() -> None:
@@ -102,7 +106,27 @@ def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidat
 
     host = load_host_release(settings.root, env)
     return select(candidates, host, cls=settings.cls, scope=scope_of_root(settings.root),
-                  arch=native_arch(), force=settings.force)
+                  arch=native_arch(), force=settings.force,
+                  policy=lambda c: pick_image_policy(settings, c.ext.path))
+
+
+def pick_image_policy(settings: Settings, path: str) -> ImagePolicy:
+    """pick_image_policy(): --image-policy= wins; in the initrd, images from the untrusted
+    /.extra/ (placed by systemd-stub) must be signed or are denied; else the class default."""
+    from strata import policy
+
+    if settings.image_policy is not None:
+        return policy.parse(settings.image_policy)
+    sysext = settings.cls is ExtClass.SYSEXT
+    if in_initrd():
+        rel = "/" + os.path.relpath(path, settings.root).lstrip("/")
+        if rel.startswith("/.extra/sysext/"):
+            return policy.SYSEXT_STRICT
+        if rel.startswith("/.extra/confext/"):
+            return policy.CONFEXT_STRICT
+        if rel.startswith("/.extra/"):
+            return policy.DENY
+    return policy.SYSEXT_DEFAULT if sysext else policy.CONFEXT_DEFAULT
 
 
 # --- unmerge ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ merge_subprocess() does; `layer_order` and friends build the per-hierarchy stack
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from strata.versions import strverscmp_improved
 
 if TYPE_CHECKING:
     from strata.images import ImageLayout
+    from strata.policy import ImagePolicy
 
 
 @record
@@ -110,6 +111,26 @@ def check_forbidden_directories(cls: ExtClass, candidates: Sequence[Candidate]) 
             )
 
 
+def policy_violation(c: Candidate, policy: ImagePolicy) -> str | None:
+    """Why the image policy refuses a raw image (dissect with the policy), or None. Strata's
+    images carry no verity data yet, so every partition is found "unprotected"."""
+    from strata.policy import Flag, check, check_absent
+
+    lay = c.layout
+    if lay is None:
+        return None
+    if lay.partition is None:  # a naked file system is the root partition
+        return check(policy, "root", Flag.UNPROTECTED)
+    found = {p.role.value: p for p in (lay.partition, lay.usr_partition) if p is not None}
+    for designator in ("root", "usr"):
+        part = found.get(designator)
+        why = (check(policy, designator, Flag.UNPROTECTED, gpt_flags=part.flags)
+               if part is not None else check_absent(policy, designator))
+        if why:
+            return why
+    return None
+
+
 def select(
     candidates: Sequence[Candidate],
     host: HostRelease,
@@ -118,9 +139,18 @@ def select(
     scope: Scope,
     arch: str,
     force: bool,
+    policy: Callable[[Candidate], ImagePolicy] | None = None,
 ) -> Selection:
-    """Decide image by image (merge_subprocess): raw images must pass mount validation unless
-    --force; then the release data must be compatible with the host unless --force."""
+    """Decide image by image (merge_subprocess): raw images must satisfy the image policy
+    (else the whole operation fails, as in systemd) and pass mount validation unless --force;
+    then the release data must be compatible with the host unless --force."""
+    if policy is not None:
+        for c in candidates:
+            why = policy_violation(c, policy(c)) if c.is_raw else None
+            if why:
+                raise StrataError(f"{c.ext.path}: Image does not match image policy: {why}",
+                                  kind=ErrorKind.PERMISSION,
+                                  hint=f"the policy in effect is '{policy(c)}'")
     accepted: list[Candidate] = []
     decisions: list[Decision] = []
     for c in sorted(candidates, key=lambda c: functools.cmp_to_key(strverscmp_improved)(c.name)):

@@ -113,6 +113,10 @@ def resolve(
                               kind=ErrorKind.USAGE,
                               hint="one of: " + ", ".join(m.value for m in MutableMode))
         mode = parsed
+    if image_policy is not None:
+        from strata.policy import parse
+
+        parse(image_policy)  # reject a malformed policy before doing anything
     norm_root = normalize_root(root)
     return Settings(
         cls=cls,
