@@ -182,3 +182,19 @@ def test_image_policy(tmp_path: Path) -> None:
     assert (root / "usr/bin/i").read_text() == "i"
     bad = strata("sysext", "refresh", f"--root={root}", "--image-policy=root=bogus")
     assert bad.returncode == 1 and "Unknown partition policy flag: bogus" in bad.stderr
+
+
+@isolated
+def test_scope_follows_the_running_system__v257(tmp_path: Path) -> None:
+    """v257 takes the scope from in_initrd() of the running system ($SYSTEMD_IN_INITRD
+    overrides), not from <root>/etc/initrd-release as v262 does."""
+    root = make_root(tmp_path, files={"etc/initrd-release": "ID=debian\n"})
+    install_ext(root, "sys", {"usr/bin/s": "s"}, {"ID": "_any", "SYSEXT_SCOPE": "system"})
+    install_ext(root, "ird", {"usr/bin/i": "i"}, {"ID": "_any", "SYSEXT_SCOPE": "initrd"})
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert (root / "usr/bin/s").exists() and not (root / "usr/bin/i").exists()
+    assert strata("sysext", "unmerge", f"--root={root}").returncode == 0
+    r = strata("sysext", "merge", f"--root={root}", env={"SYSTEMD_IN_INITRD": "1"})
+    assert r.returncode == 0, r.stderr
+    assert (root / "usr/bin/i").exists() and not (root / "usr/bin/s").exists()

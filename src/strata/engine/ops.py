@@ -102,10 +102,12 @@ def read_all(settings: Settings) -> list[Candidate]:
 def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidate]
            ) -> Selection:
     """Compare with the host's os-release and pick (the start of merge_subprocess)."""
-    from strata.release import load_host_release, scope_of_root
+    from strata.model import Scope
+    from strata.release import load_host_release
 
     host = load_host_release(settings.root, env)
-    return select(candidates, host, cls=settings.cls, scope=scope_of_root(settings.root),
+    scope = Scope.INITRD if in_initrd() else Scope.SYSTEM  # v257: the running system's
+    return select(candidates, host, cls=settings.cls, scope=scope,
                   arch=native_arch(), force=settings.force,
                   policy=lambda c: pick_image_policy(settings, c.ext.path))
 

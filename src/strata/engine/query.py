@@ -26,6 +26,15 @@ class StatusRow:
 
 
 def in_initrd() -> bool:
+    """systemd v257's in_initrd(): $SYSTEMD_IN_INITRD if it parses, else whether the *running*
+    system has /etc/initrd-release (whatever --root says; v262 looks at the root instead)."""
+    from strata.parse import parse_boolean
+
+    forced = os.environ.get("SYSTEMD_IN_INITRD")
+    if forced is not None:
+        value = parse_boolean(forced)
+        if value is not None:
+            return value
     return os.path.exists("/etc/initrd-release")
 
 
