@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -140,3 +140,152 @@ def make_shared(root: Path) -> None:
     """Make `root` a shared mount point (systemd-sysext's child relies on propagation)."""
     run("mount", "--bind", str(root), str(root))
     run("mount", "--make-shared", str(root))
+
+
+# --- systemd-sysext as an oracle (differential and interop tests) ----------------------------
+
+SYSTEMD_SYSEXT = "/usr/bin/systemd-sysext"
+
+#: an entry of a tree snapshot: ("d", mode) | ("f", mode, content) | ("l", target) | ("?", mode)
+Entry = tuple[str, ...]
+
+
+@functools.cache
+def systemd_version() -> int | None:
+    """The installed systemd-sysext's major version, None when it is not installed."""
+    if not os.access(SYSTEMD_SYSEXT, os.X_OK):
+        return None
+    r = subprocess.run([SYSTEMD_SYSEXT, "--version"], capture_output=True, text=True,
+                       check=False)
+    words = r.stdout.split()
+    return int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+
+
+def systemd_sysext(*args: str, env: Mapping[str, str] | None = None,
+                   command: Sequence[str] = (SYSTEMD_SYSEXT,)
+                   ) -> subprocess.CompletedProcess[str]:
+    """Run the installed systemd-sysext (needs `prepare_for_systemd` in this namespace), or
+    another one given as `command`."""
+    return subprocess.run([*command, "--no-pager", *args], capture_output=True, text=True,
+                          env={**os.environ, "SYSTEMD_LOG_COLOR": "0", **(env or {})},
+                          check=False)
+
+
+def prepare_for_systemd(base: Path) -> None:
+    """Inside a private namespace: a tmpfs on /run (systemd-sysext mkdir's /run/systemd/sysext
+    even with --root) and `base` made a shared mount, so that what systemd's (sd-merge) child
+    mounts anywhere below `base` propagates back into this namespace."""
+    run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
+    make_shared(base)
+
+
+def snapshot_tree(root: Path, hierarchies: tuple[str, ...] = ("usr", "opt"),
+                  skip: tuple[str, ...] = (".systemd-sysext", ".systemd-confext")
+                  ) -> dict[str, Entry | None]:
+    """Every entry below each hierarchy of `root` (relative path -> type, mode, content or
+    symlink target), the hierarchy itself included (None when it does not exist); symlinks are
+    not followed, except in the hierarchy's own path, which is resolved inside the root as
+    systemd does. Marker directories are left out."""
+    import stat
+
+    out: dict[str, Entry | None] = {}
+    for h in hierarchies:
+        top = resolve_in_root(root, h)
+        if top is None or not top.is_dir():
+            out[h] = None
+            continue
+        out[h] = ("d", oct(stat.S_IMODE(top.stat().st_mode)))
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            for name in [*dirnames, *filenames]:
+                p = os.path.join(dirpath, name)
+                st = os.lstat(p)
+                rel = os.path.join(h, os.path.relpath(p, top))
+                mode = oct(stat.S_IMODE(st.st_mode))
+                if stat.S_ISLNK(st.st_mode):
+                    out[rel] = ("l", os.readlink(p))
+                elif stat.S_ISDIR(st.st_mode):
+                    out[rel] = ("d", mode)
+                elif stat.S_ISREG(st.st_mode):
+                    with open(p, "rb") as f:
+                        out[rel] = ("f", mode, f.read().decode(errors="backslashreplace"))
+                else:
+                    out[rel] = ("?", mode)
+    return dict(sorted(out.items()))
+
+
+def resolve_in_root(root: Path, path: str) -> Path | None:
+    """`path` resolved with `root` as "/" (symlinks included), None when it does not exist."""
+    from strata.errors import StrataError
+    from strata.fsutil import chase
+
+    try:
+        return Path(chase(path, str(root)))
+    except StrataError:
+        return None
+
+
+def marker_state(hierarchy: Path, marker: str = ".systemd-sysext", listing: str = "extensions"
+                 ) -> tuple[str, bool] | None:
+    """(content of the marker's extension list, whether its `dev` equals the hierarchy's
+    st_dev) of a merged hierarchy, None when there is no marker."""
+    mdir = hierarchy / marker
+    if not (mdir / listing).exists():
+        return None
+    st = os.stat(hierarchy)
+    dev = (mdir / "dev").read_text()
+    return (mdir / listing).read_text(), dev == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}\n"
+
+
+# --- oracles: the installed systemd-sysext, or systemd 257 through peers.sh ----------------
+
+#: systemd 257 in a Debian trixie chroot, run in a shared test namespace by ../shared's
+#: peers.sh. Development only: CI does not have it (tests using it are opt-in).
+PEERS = os.environ.get("STRATA_PEERS_SH", "/work/shared/tools/peers.sh")
+PEERS_WORK = Path(os.environ.get("STRATA_PEERS", "/var/tmp/strata-peers")) / "work"
+
+
+class Oracle:
+    """A systemd-sysext to compare with or interoperate with."""
+
+    def __init__(self, version: int, argv: tuple[str, ...]) -> None:
+        self.version = version
+        self.argv = argv
+
+    def __repr__(self) -> str:
+        return f"systemd-sysext {self.version}"
+
+    def __call__(self, *args: str, env: Mapping[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        return systemd_sysext(*args, env=env, command=self.argv)
+
+    @property
+    def merged_status_comparable(self) -> bool:
+        """252 reads the marker of a merge under --root without the root prefix and fails."""
+        return self.version >= 257
+
+    @property
+    def mount_options_comparable(self) -> bool:
+        """Overlays got MS_NODEV in v254: 252's is "ro", strata's and 257's "ro,nodev"."""
+        return self.version >= 254
+
+
+def installed_oracle() -> Oracle:
+    return Oracle(systemd_version() or 0, (SYSTEMD_SYSEXT,))
+
+
+PEERS_257 = Oracle(257, (PEERS, "sysext257"))
+
+
+def peers_enabled() -> bool:
+    """STRATA_DIFF_257=1 and peers.sh is there: also check against systemd 257."""
+    return os.environ.get("STRATA_DIFF_257") == "1" and os.access(PEERS, os.X_OK)
+
+
+def run_in_peers(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module args...` inside the peers namespace (see peers.sh), from this
+    checkout; the module's main runs what it is told against PEERS_257."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'src'}"}
+    return subprocess.run([PEERS, "exec", sys.executable, "-m", module, *args], cwd=repo,
+                          env=env, capture_output=True, text=True, check=False)

@@ -198,3 +198,58 @@ def test_scope_follows_the_running_system__v257(tmp_path: Path) -> None:
     r = strata("sysext", "merge", f"--root={root}", env={"SYSTEMD_IN_INITRD": "1"})
     assert r.returncode == 0, r.stderr
     assert (root / "usr/bin/i").exists() and not (root / "usr/bin/s").exists()
+
+
+def _ddi(path: Path, parts: list[tuple[str, Path]]) -> Path:
+    """A GPT disk image made by sfdisk, each file system in its own partition."""
+    import subprocess
+
+    from strata.arch import native
+    from strata.images.gpt import PartitionRole, type_uuid_for
+
+    lines, start, placed = ["label: gpt"], 2048, []
+    for role, fs in parts:
+        sectors = -(-fs.stat().st_size // 512) + 8
+        guid = type_uuid_for(PartitionRole(role), native())
+        lines.append(f"start={start}, size={sectors}, type={guid}")
+        placed.append((start, fs))
+        start += -(-sectors // 2048) * 2048
+    with open(path, "wb") as f:
+        f.truncate((start + 2048) * 512)
+    subprocess.run(["sfdisk", "--quiet", str(path)], input="\n".join(lines) + "\n", text=True,
+                   check=True, capture_output=True)
+    with open(path, "r+b") as f:
+        for sector, fs in placed:
+            f.seek(sector * 512)
+            f.write(fs.read_bytes())
+    return path
+
+
+@isolated
+def test_gpt_disk_images(tmp_path: Path) -> None:
+    from tests.helpers import ext_tree, mkfs
+
+    root = make_root(tmp_path)
+    dest = root / "var/lib/extensions"
+    dest.mkdir(parents=True, exist_ok=True)
+    # a DDI with a root partition (erofs)
+    tree = ext_tree(tmp_path, "rootddi", {"usr/bin/rootddi": "r", "opt/rootddi/f": "r"},
+                    {"ID": "_any"})
+    _ddi(dest / "rootddi.raw", [("root", mkfs(tree, tmp_path / "rootddi.erofs"))])
+    # a usr-only DDI (squashfs): systemd mounts it on /usr of an empty root
+    usr = tmp_path / "usrtree"
+    (usr / "lib/extension-release.d").mkdir(parents=True)
+    (usr / "lib/extension-release.d/extension-release.usrddi").write_text("ID=_any\n")
+    (usr / "bin").mkdir()
+    (usr / "bin/usrddi").write_text("u")
+    _ddi(dest / "usrddi.raw", [("usr", mkfs(usr, tmp_path / "usr.sqfs", "squashfs"))])
+    listing = json.loads(strata("sysext", "list", f"--root={root}", "--json=short").stdout)
+    assert [(d["name"], d["type"]) for d in listing] == [("rootddi", "raw"), ("usrddi", "raw")]
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 0, r.stderr
+    assert (root / "usr/bin/rootddi").read_text() == "r"
+    assert (root / "opt/rootddi/f").read_text() == "r"
+    assert (root / "usr/bin/usrddi").read_text() == "u"
+    assert (root / "usr/.systemd-sysext/extensions").read_text() == "rootddi\nusrddi\n"
+    assert strata("sysext", "unmerge", f"--root={root}").returncode == 0
+    assert mounts_under(root) == []

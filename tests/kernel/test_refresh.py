@@ -172,3 +172,36 @@ def test_non_atomic_refresh_says_so(tmp_path: Path) -> None:
     assert r.returncode == 0 and "MOVE_MOUNT_BENEATH" in r.stderr
     assert (root / "usr/bin/x").read_text() == "x"
     assert _stack(root / "usr") == ["sysext"]
+
+
+@isolated
+def test_refresh_under_shared_propagation(tmp_path: Path) -> None:
+    """On systemd hosts "/" is shared; a hierarchy bind-mounted within the same peer group
+    gets propagated copies of the overlay. Refresh must still be atomic and leave one merge."""
+    from tests.helpers import make_shared, run
+
+    root = make_root(tmp_path)
+    install_ext(root, "a", {"opt/a/f": "a", "usr/bin/a": "a"}, fmt="erofs")
+    make_shared(root)
+    run("mount", "--bind", str(root / "opt"), str(root / "opt"))
+    assert strata("sysext", "merge", f"--root={root}").returncode == 0
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(root / "opt/a/f"), "a",
+                               str(stop), str(root / "opt/host/file")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(10):
+            r = strata("sysext", "refresh", f"--root={root}")
+            assert r.returncode == 0, r.stderr
+            assert "unmerging first" not in r.stderr
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=30)
+    reads, misses = map(int, out.split())
+    assert reads > 100 and misses == 0, (reads, misses)
+    devs = {(e.major, e.minor) for e in mountinfo.read()
+            if e.mountpoint == str(root / "opt") and e.fstype == "overlay"}
+    assert len(devs) == 1  # propagated copies of one merge, nothing stale
+    assert strata("sysext", "unmerge", f"--root={root}").returncode == 0
+    left = [e.fstype for e in mountinfo.read() if e.mountpoint == str(root / "opt")]
+    assert len(left) == 1 and left != ["overlay"]  # just the bind mount

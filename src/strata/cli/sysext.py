@@ -72,7 +72,16 @@ class _Parser(argparse.ArgumentParser):
     """argparse that fails like systemd: one line on stderr, exit status 1."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message}\n")
+        # argparse says "argument --x: <ours>" and "unrecognized arguments: --y"; print what
+        # systemd (getopt + its parsers) prints instead.
+        head, sep, rest = message.partition(": ")
+        if head.startswith("argument ") and sep and rest.startswith(("Failed", "Unknown")):
+            sys.stderr.write(rest + "\n")
+        elif head == "unrecognized arguments" and sep:
+            for arg in rest.split():
+                sys.stderr.write(f"{self.prog}: unrecognized option '{arg}'\n")
+        else:
+            sys.stderr.write(f"{self.prog}: {message}\n")
         raise SystemExit(1)
 
 
@@ -80,7 +89,8 @@ def _bool(option: str) -> Callable[[str], bool]:
     def conv(value: str) -> bool:
         b = parse_boolean(value)
         if b is None:
-            raise argparse.ArgumentTypeError(f"Failed to parse {option} argument: {value}")
+            raise argparse.ArgumentTypeError(
+                f"Failed to parse boolean argument to {option}: {value}.")
         return b
     return conv
 
@@ -217,8 +227,14 @@ def run(cls: ExtClass, argv: Sequence[str], prog: str) -> int:
     if ns.extra:
         raise StrataError("Too many arguments.", kind=ErrorKind.USAGE)
     if ns.root is not None and not os.path.isdir(ns.root):
-        raise StrataError(f"Root directory '{ns.root}' does not exist or is not a directory.",
-                          kind=ErrorKind.NOT_FOUND)
+        if not os.path.lexists(ns.root) and ns.verb in ("status", "list", "unmerge"):
+            # As systemd: below a missing root nothing exists, so status shows no hierarchy,
+            # list no image and unmerge has nothing to do (all exit 0).
+            if ns.verb == "unmerge":
+                return 0
+        else:
+            raise StrataError(f"Root directory '{ns.root}' does not exist or is not a "
+                              "directory.", kind=ErrorKind.NOT_FOUND)
     if ns.verb == "status":
         return _print_status(cls, ns)
     if ns.verb == "list":

@@ -47,20 +47,35 @@ def _resolve(fs: ImageFS, path: str) -> str | None:
         raise
 
 
-def content_of(fs: ImageFS, hierarchies: Sequence[str]) -> dict[str, str]:
-    """hierarchy -> resolved image path, where the image has a non-empty directory there."""
+def content_of(fs: ImageFS, hierarchies: Sequence[str]
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """(hierarchy -> resolved image path, where the image has a non-empty directory there;
+    hierarchy -> problem, where its path exists but cannot be used). A problem is not raised
+    here: systemd only notices it if the image is selected (see Selection.layers)."""
     out: dict[str, str] = {}
+    problems: dict[str, str] = {}
     for h in hierarchies:
-        resolved = _resolve(fs, h)
+        try:
+            resolved = _resolve(fs, h)
+        except StrataError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            problems[h] = f"cannot resolve {h} in the image: {e.message}"
+            continue
         if resolved is None:
             continue
         st = fs.lstat(resolved)
         if st.kind is not FileKind.DIRECTORY:
-            raise StrataError(f"{fs.label}: hierarchy '{h}' in the image is not a directory",
-                              kind=ErrorKind.INVALID, errno=errno.ENOTDIR)
+            problems[h] = f"{h} in the image is not a directory"
+            continue
         if fs.listdir(resolved):
             out[h] = resolved
-    return out
+    return out, problems
+
+
+def _has_os_release(fs: ImageFS) -> bool:
+    """path_is_os_tree(): the image carries /etc/os-release or /usr/lib/os-release."""
+    return any(_resolve(fs, p) is not None for p in ("/etc/os-release", "/usr/lib/os-release"))
 
 
 def open_image(ext: Extension) -> tuple[ImageFS, ImageLayout | None]:
@@ -100,8 +115,19 @@ def read_candidate(ext: Extension, cls: ExtClass, hierarchies: Sequence[str]) ->
             has_release = release.fields is not None or \
                 _lookup(fs, other, name).fields is not None
             valid = not forbidden and has_release
+            if not valid and not forbidden and not _has_os_release(fs):
+                # image_read_metadata() dissects raw images with VALIDATE_OS|VALIDATE_OS_EXT:
+                # neither an extension nor an OS image fails the whole merge (ENOMEDIUM), even
+                # with --force; only an OS image is merely ignored later.
+                raise StrataError(
+                    f"{ext.path} is neither an extension (no usr/lib/extension-release.d/"
+                    f"extension-release.{name} or etc/extension-release.d/extension-release."
+                    f"{name}, nor one marked user.extension-release.strict=false) nor an OS "
+                    "image (no os-release)", kind=ErrorKind.INVALID, errno=errno.ENOMEDIUM,
+                    hint=f"name the release file after the image ({name}) or remove the image")
+        content, problems = content_of(fs, hierarchies)
         return Candidate(ext=ext, release=release, forbidden=forbidden,
-                         valid_extension_tree=valid, content=content_of(fs, hierarchies),
+                         valid_extension_tree=valid, content=content, content_problems=problems,
                          layout=layout)
     finally:
         fs.close()

@@ -37,7 +37,12 @@ class HostHierarchy:
     empty: bool  # `resolved` is an empty directory (or missing)
     #: the resolved mutable directory (persistent or ephemeral), None if absent
     mutable_dir: str | None = None
-    mutable_dir_mode: int | None = None  # its permission bits, when it exists
+    #: yes/auto: the unresolved host path of the persistent mutable directory, as systemd names
+    #: it in the mode mismatch error (<root>/var/lib/extensions.mutable/<N>)
+    mutable_path: str | None = None
+    #: yes/auto: permission bits of `mutable_path` (symlinks followed) *before* this merge
+    #: created it; None when it did not exist (a fresh directory is chmod'ed to `mode` later)
+    mutable_dir_mode: int | None = None
     mutable_is_hierarchy: bool = False  # same inode as `resolved`
     mutable_read_only: bool = False  # lives on a read-only filesystem
     mutable_parent_same_fs: bool = True  # its parent is on the same filesystem (for the workdir)
@@ -60,15 +65,17 @@ class HierarchyLayout:
 
 
 def check_mutable_mode(host: HostHierarchy, mutable: MutableMode) -> None:
-    """yes/auto: an existing mutable directory must carry the hierarchy's mode."""
+    """yes/auto: a mutable directory that existed before the merge must carry the hierarchy's
+    mode, since the merged root takes the upper directory's mode (v257
+    mutable_directory_mode_matches_hierarchy, checked before `yes` creates the directory)."""
     if mutable not in (MutableMode.YES, MutableMode.AUTO):
         return
-    if host.mutable_dir is not None and host.mutable_dir_mode is not None \
-            and host.mutable_dir_mode != host.mode:
+    if host.mutable_dir_mode is not None and host.mutable_dir_mode != host.mode:
+        path = host.mutable_path or host.mutable_dir
         raise StrataError(
-            f"Mutable directory '{host.mutable_dir}' has mode {host.mutable_dir_mode:04o}, "
+            f"Mutable directory '{path}' has mode {host.mutable_dir_mode:04o}, "
             f"ought to have mode {host.mode:04o}",
-            hint=f"chmod {host.mode:04o} {host.mutable_dir}", kind=ErrorKind.INVALID,
+            hint=f"chmod {host.mode:04o} {path}", kind=ErrorKind.INVALID,
             errno=errno.EINVAL)
 
 
@@ -88,11 +95,13 @@ def layout(
     """The overlay for one hierarchy; `extension_dirs` are the contributing extension
     directories, top to bottom. Raises StrataError with systemd's reason where it would fail."""
     check_mutable_mode(host, mutable)
+    # mutable=no never resolves a mutable directory (resolve_mutable_directory returns NULL)
+    mdir = None if mutable is MutableMode.NO else host.mutable_dir
     lower: list[str] = [meta]
-    if mutable is MutableMode.IMPORT and host.mutable_dir is not None:
+    if mutable is MutableMode.IMPORT and mdir is not None:
         if host.mutable_is_hierarchy:
             raise _loop_error(host.hierarchy)
-        lower.append(host.mutable_dir)
+        lower.append(mdir)
     if mutable is MutableMode.EPHEMERAL_IMPORT and host.import_dir is not None:
         if host.import_is_hierarchy:
             raise _loop_error(host.hierarchy)
@@ -100,27 +109,25 @@ def layout(
     lower.extend(extension_dirs)
 
     if host.resolved is not None and not host.empty:
+        # hierarchy_as_lower_dir(): the import modes always keep the host; otherwise a host
+        # that is itself the mutable directory serves as the upper directory instead
         use_host = (mutable in (MutableMode.IMPORT, MutableMode.EPHEMERAL_IMPORT)
-                    or host.mutable_dir is None or not host.mutable_is_hierarchy)
+                    or mdir is None or not host.mutable_is_hierarchy)
         if use_host:
             lower.append(host.resolved)
 
     upper = work = None
-    if mutable is not MutableMode.IMPORT and mutable is not MutableMode.NO \
-            and host.mutable_dir is not None:
+    if mutable is not MutableMode.IMPORT and mdir is not None:
         if host.mutable_read_only:
-            raise StrataError(f"Can't use '{host.mutable_dir}' as an upperdir as it is read-only.",
+            raise StrataError(f"Can't use '{mdir}' as an upperdir as it is read-only.",
                               kind=ErrorKind.INVALID, errno=errno.EROFS)
         if not host.mutable_parent_same_fs:
             raise StrataError(
-                f"Unable to find a suitable workdir location for upperdir '{host.mutable_dir}' "
+                f"Unable to find a suitable workdir location for upperdir '{mdir}' "
                 f"for host hierarchy '{host.hierarchy}' - parent directory of the upperdir is in "
                 "a different filesystem", kind=ErrorKind.INVALID, errno=errno.EXDEV)
-        upper = host.mutable_dir
+        upper = mdir
         work = posixpath.join(posixpath.dirname(upper.rstrip("/")), workdir_name(host.hierarchy))
     return HierarchyLayout(hierarchy=host.hierarchy, mode=host.mode, lower=tuple(lower),
                            upper=upper, work=work)
 
-
-def mount_flags_readonly(upper: str | None) -> bool:
-    return upper is None

@@ -235,7 +235,9 @@ def _collapse_stack(cls: ExtClass, target: str, root: str) -> list[str | None]:
     removed: list[str | None] = []
     while True:
         stack = mountinfo.stack_at(mountinfo.read(), target)
-        ours = [e for e in stack if e.fstype == "overlay" and e.source == cls.mount_source]
+        # Copies of one overlay made by mount propagation share its superblock: one merge.
+        ours = {(e.major, e.minor) for e in stack
+                if e.fstype == "overlay" and e.source == cls.mount_source}
         state = marker.read_merged(cls, target, root)
         if len(ours) <= 1 or state is None:
             return removed
@@ -270,19 +272,29 @@ def attach_trees(settings: Settings, result: BuildResult, fds: list[int]) -> Non
             raise StrataError.from_os(e, f"Failed to create hierarchy mount point '{target}'"
                                       ) from e
         old_workdirs: list[str | None] = []
+        fallback: str | None = None  # why the refresh of this hierarchy cannot be atomic
         if marker.read_merged(cls, target, root) is None:
             mountapi.attach(fd, target)
-        elif beneath:
-            old_workdirs = _collapse_stack(cls, target, root)
-            mountapi.attach(fd, target, beneath=True)
-            faults.point("refresh-beneath")
-            old_workdirs = _detach_ours_above(cls, target, root, mountapi.mount_id(fd))
+        elif not beneath:
+            fallback = ("--atomic=no" if not settings.atomic
+                        else "the kernel lacks MOVE_MOUNT_BENEATH (Linux >= 6.5)")
         else:
-            why = ("--atomic=no" if not settings.atomic
-                   else "the kernel lacks MOVE_MOUNT_BENEATH (Linux >= 6.5)")
-            log.info(f"Refreshing '{target}' by unmerging first ({why}); its extensions are "
-                     "briefly absent.")
-            old_workdirs = _detach_ours(cls, target, root)
+            old_workdirs = _collapse_stack(cls, target, root)
+            try:
+                mountapi.attach(fd, target, beneath=True)
+            except StrataError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # The kernel refuses when propagation would mount the new tree on top of the
+                # old one elsewhere (a hierarchy bind-mounted within its own peer group).
+                fallback = "mount propagation forbids mounting beneath it"
+            else:
+                faults.point("refresh-beneath")
+                old_workdirs += _detach_ours_above(cls, target, root, mountapi.mount_id(fd))
+        if fallback is not None:
+            log.info(f"Refreshing '{target}' by unmerging first ({fallback}); its extensions "
+                     "are briefly absent.")
+            old_workdirs += _detach_ours(cls, target, root)
             mountapi.attach(fd, target)
         for wd in old_workdirs:
             if wd != tree.work_dir:

@@ -39,6 +39,10 @@ class Candidate:
     #: hierarchy ("/usr") -> image-relative directory it resolves to, for hierarchies where the
     #: image has a non-empty directory (systemd's "used" test)
     content: Mapping[str, str] = MappingProxyType({})
+    #: hierarchy -> why the image's path for it cannot be used (not a directory, a symlink
+    #: loop, ...). systemd only looks there for the images it merges (merge_hierarchy), so this
+    #: fails a merge only when the image is selected; an ignored image may be broken there.
+    content_problems: Mapping[str, str] = MappingProxyType({})
     #: raw images: where the filesystem is and what it is
     layout: ImageLayout | None = None
 
@@ -76,7 +80,15 @@ class Selection:
         return sum(1 for d in self.decisions if not d.accepted)
 
     def layers(self, hierarchy: str) -> tuple[Candidate, ...]:
-        """Images contributing to `hierarchy`, top (highest name, wins conflicts) to bottom."""
+        """Images contributing to `hierarchy`, top (highest name, wins conflicts) to bottom.
+
+        Raises StrataError if a selected image's path for `hierarchy` is unusable, as v257's
+        determine_used_extensions() does while merging (the whole merge then fails)."""
+        for c in reversed(self.accepted):
+            problem = c.content_problems.get(hierarchy)
+            if problem is not None:
+                raise StrataError(f"Failed to merge hierarchy '{hierarchy}': image {c.name} "
+                                  f"({c.ext.path}): {problem}", kind=ErrorKind.INVALID)
         return tuple(c for c in reversed(self.accepted) if hierarchy in c.content)
 
     def summary(self) -> str:

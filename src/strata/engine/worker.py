@@ -73,18 +73,30 @@ def mount_attrs(cls: ExtClass, *, read_only: bool, noexec: bool | None) -> int:
 
 
 def submount_points(target: str, exclude: str | None = None) -> list[str]:
-    """Mount points directly below the top mount at `target` (their own submounts travel with
-    them in a recursive clone), excluding `exclude` (the marker bind mount)."""
-    entries = mountinfo.read()
-    top = mountinfo.top_mount_at(entries, target)
-    if top is None:
-        return []
+    """The outermost visible mount points strictly below `target`, excluding `exclude` (the
+    marker bind mount), as systemd's get_sub_mounts() + sub_mount_drop(): `target` need not
+    be a mount point itself (a tmpfs on /usr/share/x with /usr a plain directory of "/"
+    counts), a mount hidden under another one is skipped (its mount ID differs from the one
+    its path resolves to), and mounts nested below another one are left out because they
+    travel with it in a recursive clone."""
+    prefix = target.rstrip("/") + "/"
+    visible: list[str] = []
+    for e in mountinfo.read():
+        point = e.mountpoint
+        if not point.startswith(prefix) or point == exclude or point in visible:
+            continue
+        try:
+            if mountapi.mount_id(point) != e.mount_id:
+                continue
+        except StrataError as err:
+            if err.kind is not ErrorKind.UNSUPPORTED:  # Linux < 5.8: no mount IDs, keep it
+                continue  # gone, or hidden by an over-mount of a parent directory
+        visible.append(point)
+    visible.sort()
     points: list[str] = []
-    for e in entries:
-        if e.parent_id == top.mount_id and e.mountpoint not in (target, exclude) \
-                and e.mountpoint.startswith(target.rstrip("/") + "/") \
-                and e.mountpoint not in points:
-            points.append(e.mountpoint)
+    for point in visible:
+        if not any(point.startswith(p + "/") for p in points):
+            points.append(point)
     return points
 
 
@@ -189,13 +201,15 @@ def snapshot_host(settings: Settings, hierarchy: str, workspace: str) -> HostHie
     else:
         mroot, mpath = root, os.path.join(MUTABLE_BASE, name)
     host_mpath = join_root(mroot, mpath)
-    existing_mode = _mode(host_mpath)
-    if mode_setting in (MutableMode.YES, MutableMode.AUTO) and existing_mode is not None \
-            and existing_mode != mode:
-        raise StrataError(
-            f"Mutable directory '{host_mpath}' has mode {existing_mode:04o}, ought to have mode "
-            f"{mode:04o}", hint=f"chmod {mode:04o} {host_mpath}", kind=ErrorKind.INVALID,
-            errno=errno.EINVAL)
+    # yes/auto: the mode the directory had *before* we create it; layout() checks it against
+    # the hierarchy's (a directory created just now is chmod'ed to that mode when mounting).
+    existing_mode = None
+    if mode_setting in (MutableMode.YES, MutableMode.AUTO):
+        try:
+            existing_mode = _mode(host_mpath)
+        except OSError as e:
+            raise StrataError.from_os(
+                e, f"Failed to stat mutable directory '{host_mpath}'") from e
     if mode_setting in (MutableMode.YES, MutableMode.EPHEMERAL, MutableMode.EPHEMERAL_IMPORT):
         try:
             os.makedirs(host_mpath, 0o700, exist_ok=True)
@@ -212,7 +226,7 @@ def snapshot_host(settings: Settings, hierarchy: str, workspace: str) -> HostHie
         import_dir = _chase_or_none(os.path.join(MUTABLE_BASE, name), root)
     return HostHierarchy(
         hierarchy=hierarchy, resolved=resolved, mode=mode, empty=empty,
-        mutable_dir=mdir, mutable_dir_mode=_mode(mdir) if mdir else None,
+        mutable_dir=mdir, mutable_path=host_mpath, mutable_dir_mode=existing_mode,
         mutable_is_hierarchy=_same_inode(mdir, resolved), mutable_read_only=read_only,
         mutable_parent_same_fs=parent_same_fs, import_dir=import_dir,
         import_is_hierarchy=_same_inode(import_dir, resolved),
@@ -222,33 +236,44 @@ def snapshot_host(settings: Settings, hierarchy: str, workspace: str) -> HostHie
 # --- images ----------------------------------------------------------------------------------
 
 
-def mount_image(c: Candidate, where: str) -> None:
-    """Attach a raw image read-only through a loop device and mount it at `where`."""
-    lay = c.layout
-    if lay is None:
-        raise StrataError(f"{c.ext.path}: no filesystem layout for a raw image",
-                          kind=ErrorKind.INVALID)
-    fstype = lay.fs_format.value
-    if c.ext.type is ImageType.BLOCK:
-        dev = loop.attach(c.ext.path, offset=lay.offset, size=lay.size, read_only=True) \
-            if lay.offset else None
-    else:
-        dev = loop.attach(c.ext.path, offset=lay.offset, size=lay.size, read_only=True)
+def _mount_fs(path: str, where: str, *, is_block: bool, fstype: str, offset: int,
+              size: int) -> None:
+    """Mount one file system of an image read-only at `where`: through a read-only, autoclear
+    loop device (a block device is used directly unless a partition offset is needed)."""
+    dev = None if is_block and not offset else loop.attach(path, offset=offset, size=size,
+                                                           read_only=True)
     try:
-        source = dev.path if dev is not None else c.ext.path
-        fd = mountapi.mount_fs(source, fstype, options=["ro"],
+        fd = mountapi.mount_fs(dev.path if dev is not None else path, fstype, options=["ro"],
                                attrs=mountapi.MOUNT_ATTR_RDONLY | mountapi.MOUNT_ATTR_NODEV)
     except StrataError as e:
-        raise StrataError(f"Failed to mount image {c.ext.path}: {e.message}", hint=e.hint,
+        raise StrataError(f"Failed to mount image {path}: {e.message}", hint=e.hint,
                           kind=e.kind, errno=e.errno) from e
     finally:
         if dev is not None:
-            dev.close()
+            dev.close()  # the mount now holds the device; autoclear frees it with the mount
     try:
         os.makedirs(where, 0o700, exist_ok=True)
         mountapi.attach(fd, where)
     finally:
         os.close(fd)
+
+
+def mount_image(c: Candidate, where: str) -> None:
+    """Mount a raw image's tree at `where` as dissect would: the root file system, with a usr
+    partition on /usr (a usr-only disk image gets an empty root, as systemd's tmpfs)."""
+    lay = c.layout
+    if lay is None:
+        raise StrataError(f"{c.ext.path}: no filesystem layout for a raw image",
+                          kind=ErrorKind.INVALID)
+    is_block = c.ext.type is ImageType.BLOCK
+    if lay.mount_point == "/usr":
+        where = os.path.join(where, "usr")
+    _mount_fs(c.ext.path, where, is_block=is_block, fstype=lay.fs_format.value,
+              offset=lay.offset, size=lay.size)
+    usr, usr_fmt = lay.usr_partition, lay.usr_fs_format
+    if lay.mount_point != "/usr" and usr is not None and usr_fmt is not None:
+        _mount_fs(c.ext.path, os.path.join(where, "usr"), is_block=is_block,
+                  fstype=usr_fmt.value, offset=usr.offset, size=usr.size)
 
 
 def image_roots(selection: Selection, workspace: str) -> dict[str, str]:
@@ -312,7 +337,9 @@ def build_overlay(settings: Settings, selection: Selection, hierarchy: str, *,
             if root != "/" and not lay.work.startswith(root + "/"):
                 raise StrataError(f"Workdir '{lay.work}' must not be outside root '{root}'",
                                   kind=ErrorKind.INVALID, errno=errno.EINVAL)
-            work_in_root = lay.work[len(root):] if root != "/" else lay.work
+            # relative to the root, without a leading slash, as v257's path_startswith()
+            # leaves it (v262 refuses an absolute work_dir when unmerging)
+            work_in_root = lay.work[len(root.rstrip("/")):].lstrip("/")
     for name, content in marker.marker_files(cls, selection.names, work_in_root).items():
         _write(os.path.join(mdir, name), content)
     os.chmod(lay.top_layer, lay.mode)
@@ -334,10 +361,12 @@ def build_overlay(settings: Settings, selection: Selection, hierarchy: str, *,
     finally:
         os.close(fd)
     if lay.upper is not None:
-        # Keep the marker out of reach of writes through the mutable overlay.
+        # Keep the marker out of reach of writes through the mutable overlay. mount_setattr
+        # adds RDONLY only; a MS_REMOUNT|MS_BIND would also drop the nodev/nosuid/noexec the
+        # bind inherited, which systemd's bind_remount_one() keeps.
         mpath = os.path.join(where, cls.marker_dir)
         libc.mount(mpath, mpath, None, libc.MS_BIND)
-        libc.mount(None, mpath, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY)
+        mountapi.set_attrs(mpath, attr_set=mountapi.MOUNT_ATTR_RDONLY)
     return BuiltTree(hierarchy=hierarchy,
                      target=chase(hierarchy, settings.root, nonexistent=True),
                      work_dir=lay.work if not settings.mutable.ephemeral else None)
