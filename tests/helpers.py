@@ -246,11 +246,20 @@ PEERS_WORK = Path(os.environ.get("STRATA_PEERS", "/var/tmp/strata-peers")) / "wo
 
 
 class Oracle:
-    """A systemd-sysext to compare with or interoperate with."""
+    """A systemd-sysext to compare with or interoperate with (and its systemd-confext, when
+    that exists: v254+)."""
 
-    def __init__(self, version: int, argv: tuple[str, ...]) -> None:
+    def __init__(self, version: int, argv: tuple[str, ...],
+                 confext_argv: tuple[str, ...] | None = None) -> None:
         self.version = version
         self.argv = argv
+        self.confext_argv = confext_argv
+
+    def confext(self) -> Oracle:
+        """The systemd-confext of the same version."""
+        if self.confext_argv is None:
+            raise ValueError(f"systemd {self.version} has no systemd-confext here")
+        return Oracle(self.version, self.confext_argv)
 
     def __repr__(self) -> str:
         return f"systemd-sysext {self.version}"
@@ -274,7 +283,7 @@ def installed_oracle() -> Oracle:
     return Oracle(systemd_version() or 0, (SYSTEMD_SYSEXT,))
 
 
-PEERS_257 = Oracle(257, (PEERS, "sysext257"))
+PEERS_257 = Oracle(257, (PEERS, "sysext257"), (PEERS, "confext257"))
 
 
 def peers_enabled() -> bool:

@@ -92,7 +92,8 @@ class Extension:
 class SkipReason(enum.Enum):
     """Why a directory entry did not become an image."""
 
-    NOT_AN_IMAGE = "not-an-image"  # invalid name, or a regular file without .raw
+    NOT_AN_IMAGE = "not-an-image"  # a regular file without .raw, ".", ".."
+    INVALID_NAME = "invalid-name"  # looks like an image, but its name is not a valid image name
     UNSUPPORTED_TYPE = "unsupported-type"  # fifo, socket, character device (/dev/null link)
     SYMLINK_NOT_FOLLOWED = "symlink-not-followed"  # a symlink under --root (v257 does not follow)
     DANGLING = "dangling"  # vanished or a dangling symlink
@@ -137,6 +138,18 @@ def image_name_is_valid(name: str) -> bool:
     if not utf8_is_valid(raw):
         return False
     return not raw.startswith(b".#")
+
+
+def name_problem(name: str) -> str | None:
+    """Why an otherwise image-like entry's name is unusable, when that is worth telling the
+    user: control characters or invalid UTF-8. Temporary ".#" files and the like are skipped
+    quietly (None), as are valid names."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if any(c < 0x20 or c == 0x7F for c in raw):
+        return "it contains control characters"
+    if not utf8_is_valid(raw):
+        return "it is not valid UTF-8"
+    return None
 
 
 def utf8_is_valid(raw: bytes) -> bool:
@@ -333,18 +346,29 @@ def _classify(
         raise _error(e, path) from e
 
     not_image = f"Skipping directory entry '{fname}', which doesn't look like an image."
+
+    def unusable(stem: str) -> Skipped:
+        why = name_problem(stem)
+        if why is None:
+            return _skip(path, SkipReason.NOT_AN_IMAGE, not_image)
+        shown = stem.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        return _skip(path, SkipReason.INVALID_NAME,
+                     f"Ignoring {ascii(path)[1:-1]}: '{shown}' is not a valid image name "
+                     f"({why}).")
+
     mode = st.st_mode
     if _stat.S_ISREG(mode):
         got = extract_image_basename(fname, cls.raw_suffix, (".raw",))
         if got is None:
-            return _skip(path, SkipReason.NOT_AN_IMAGE, not_image)
+            return unusable(fname[:-4]) if fname.endswith(".raw") else \
+                _skip(path, SkipReason.NOT_AN_IMAGE, not_image)
         return _Classified(got[0], fname, st)
 
     if _stat.S_ISDIR(mode):
         if not fname.endswith(".v"):
             got = extract_image_basename(fname, cls.raw_suffix, None)
             if got is None:
-                return _skip(path, SkipReason.NOT_AN_IMAGE, not_image)
+                return unusable(fname)
             return _Classified(got[0], fname, st)
 
         got = extract_image_basename(fname[:-2], cls.raw_suffix, (".raw", ""))

@@ -253,3 +253,19 @@ def test_gpt_disk_images(tmp_path: Path) -> None:
     assert (root / "usr/.systemd-sysext/extensions").read_text() == "rootddi\nusrddi\n"
     assert strata("sysext", "unmerge", f"--root={root}").returncode == 0
     assert mounts_under(root) == []
+
+
+@isolated
+def test_names_with_control_characters_are_reported(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    install_ext(root, "good", {"usr/bin/g": "g"})
+    install_ext(root, "bad", {"usr/bin/b": "b"}, filename="bad\x01name")
+    install_ext(root, "raw", {"usr/bin/r": "r"}, fmt="erofs", filename="tab\tname.raw")
+    for verb in ("list", "merge"):
+        r = strata("sysext", verb, f"--root={root}")
+        assert r.returncode == 0, r.stderr
+        lines = [x for x in r.stderr.splitlines() if "not a valid image name" in x]
+        assert len(lines) == 2, r.stderr
+        assert any("bad\\x01name" in x and "control characters" in x for x in lines)
+        assert any("tab\\tname" in x for x in lines)
+    assert (root / "usr/bin/g").exists() and not (root / "usr/bin/b").exists()

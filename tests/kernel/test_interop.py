@@ -39,13 +39,9 @@ from tests.helpers import (
     run_in_peers,
     snapshot_tree,
     strata,
-    systemd_version,
 )
 
-pytestmark = [
-    pytest.mark.privileged,
-    pytest.mark.skipif(systemd_version() is None, reason="systemd-sysext is not installed"),
-]
+pytestmark = [pytest.mark.privileged, pytest.mark.oracle]
 
 Body = Callable[[Path, Oracle], None]
 
@@ -327,9 +323,9 @@ def test_systemd_unmerges_a_mutable_strata_merge(tmp_path: Path) -> None:
     systemd_unmerges_strata_mutable_merge(tmp_path, installed_oracle())
 
 
-@pytest.mark.skipif(not peers_enabled(),
-                    reason="set STRATA_DIFF_257=1 to check against systemd 257 via peers.sh")
-@pytest.mark.parametrize("body", sorted([*BODIES, *BODIES_257]))
+@pytest.mark.peers257
+@pytest.mark.parametrize("body", sorted([*BODIES, *BODIES_257]) if peers_enabled()
+                         else ["disabled"])
 def test_interop_with_systemd_257(body: str) -> None:
     r = run_in_peers("tests.kernel.test_interop", body)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -265,11 +265,11 @@ def test_invalid_names_and_types_are_skipped(tmp_path: Path) -> None:
     assert sk["notes.txt"] is SkipReason.NOT_AN_IMAGE
     assert sk[".raw"] is SkipReason.NOT_AN_IMAGE
     assert sk[".#tmp.raw"] is SkipReason.NOT_AN_IMAGE
-    assert sk["ctl\x01.raw"] is SkipReason.NOT_AN_IMAGE
+    assert sk["ctl\x01.raw"] is SkipReason.INVALID_NAME
     assert sk[".#tmpdir"] is SkipReason.NOT_AN_IMAGE
     assert sk["fifo.raw"] is SkipReason.UNSUPPORTED_TYPE
     assert sk["sock.raw"] is SkipReason.UNSUPPORTED_TYPE
-    assert sk[os.fsdecode(b"bad\xff.raw")] is SkipReason.NOT_AN_IMAGE
+    assert sk[os.fsdecode(b"bad\xff.raw")] is SkipReason.INVALID_NAME
     msg = next(s.message for s in res.skipped if s.path.endswith("notes.txt"))
     assert msg == "Skipping directory entry 'notes.txt', which doesn't look like an image."
 

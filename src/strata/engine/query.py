@@ -77,8 +77,14 @@ def list_images(settings: Settings) -> list[Extension]:
 
     result = discover(settings.cls, root=settings.discover_root, initrd=in_initrd(),
                       arch=native_arch())
+    from strata.discover import SkipReason
+
     for skip in result.skipped:
-        log.debug(f"Ignoring {skip.path}: {skip.reason}")
+        # A bad name is the user's mistake worth a line; the rest is systemd's debug chatter.
+        if skip.reason is SkipReason.INVALID_NAME:
+            log.warning(skip.message)
+        else:
+            log.debug(skip.message)
     return list(result.extensions)
 
 
