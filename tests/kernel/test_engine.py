@@ -269,3 +269,27 @@ def test_names_with_control_characters_are_reported(tmp_path: Path) -> None:
         assert any("bad\\x01name" in x and "control characters" in x for x in lines)
         assert any("tab\\tname" in x for x in lines)
     assert (root / "usr/bin/g").exists() and not (root / "usr/bin/b").exists()
+
+
+@isolated
+def test_truncated_image_and_malformed_release(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    install_ext(root, "ok", {"usr/bin/ok": "ok"})
+    raw = install_ext(root, "cut", {"usr/bin/big": os.urandom(300_000).hex()}, fmt="erofs")
+    data = raw.read_bytes()
+    raw.write_bytes(data[: len(data) // 3])
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if str(raw) in line]
+    assert len(errors) == 1 and "truncated" in errors[0], r.stderr
+    assert mounts_under(root) == []
+    raw.unlink()
+
+    bad = install_ext(root, "badrel", {"usr/bin/b": "b"})
+    (bad / "usr/lib/extension-release.d/extension-release.badrel").write_bytes(
+        b"ID=_any\nVERSION_ID=\xff\xfe\n")
+    r = strata("sysext", "merge", f"--root={root}")
+    assert r.returncode == 0, r.stderr  # systemd ignores such an image, and so do we...
+    line = next(x for x in r.stderr.splitlines() if "badrel" in x and "ignoring" in x)
+    assert "extension-release.badrel" in line and "UTF-8" in line  # ...but say why
+    assert (root / "usr/bin/ok").exists() and not (root / "usr/bin/b").exists()

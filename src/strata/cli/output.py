@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +51,8 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, lege
 
 
 def _pretty(value: Any, depth: int) -> str:
+    import json
+
     pad = "\t" * (depth + 1)
     end = "\t" * depth
     if isinstance(value, dict):
@@ -69,6 +70,8 @@ def _pretty(value: Any, depth: int) -> str:
 
 def dump_json(value: Any, mode: str) -> str:
     """--json=short (compact) or pretty (tabs, "key" : value), newline-terminated."""
+    import json
+
     if mode == "pretty":
         return _pretty(value, 0) + "\n"
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -68,6 +68,14 @@ See strata-sysext(8) in docs/reference.md for details.
 """
 
 
+class _Formatter(argparse.HelpFormatter):
+    """A fixed width: argparse builds a formatter for every add_argument(), and the default
+    one asks the terminal for its size each time (our help text is our own anyway)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=100)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that fails like systemd: one line on stderr, exit status 1."""
 
@@ -102,7 +110,7 @@ def _json_mode(value: str) -> str:
 
 
 def build_parser(prog: str) -> _Parser:
-    p = _Parser(prog=prog, add_help=False, allow_abbrev=False)
+    p = _Parser(prog=prog, add_help=False, allow_abbrev=False, formatter_class=_Formatter)
     p.add_argument("verb", nargs="?", default="status")
     p.add_argument("extra", nargs="*")
     p.add_argument("-h", "--help", action="store_true")

@@ -25,7 +25,7 @@ from strata.engine.settings import Settings
 from strata.engine.worker import (
     BuildResult,
     attach_submounts,
-    build,
+    build_wire,
     clone_submounts,
     remove_workdir,
 )
@@ -329,7 +329,9 @@ def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False) 
         if not selection.accepted:
             return False
         faults.point("planned")
-        result, fds = in_private_namespace(build, settings, selection, workspace_dir(settings))
+        wire, fds = in_private_namespace(build_wire, settings, selection,
+                                         workspace_dir(settings))
+        result = BuildResult.from_wire(wire)
         try:
             faults.point("built")
             attach_trees(settings, result, fds)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Mapping
 
@@ -52,6 +51,20 @@ class BuiltTree:
 @record
 class BuildResult:
     trees: tuple[BuiltTree, ...]  # one per fd handed back, same order
+
+    def to_wire(self) -> tuple[tuple[str, str, str | None], ...]:
+        """Plain tuples, so the result crosses the process boundary with marshal."""
+        return tuple((t.hierarchy, t.target, t.work_dir) for t in self.trees)
+
+    @classmethod
+    def from_wire(cls, wire: tuple[tuple[str, str, str | None], ...]) -> BuildResult:
+        return cls(tuple(BuiltTree(h, t, w) for h, t, w in wire))
+
+
+def build_wire(settings: Settings, selection: Selection, workspace: str
+               ) -> tuple[tuple[tuple[str, str, str | None], ...], list[int]]:
+    result, fds = build(settings, selection, workspace)
+    return result.to_wire(), fds
 
 
 def mount_attrs(cls: ExtClass, *, read_only: bool, noexec: bool | None) -> int:
@@ -416,4 +429,6 @@ def build(settings: Settings, selection: Selection, workspace: str
 
 def remove_workdir(path: str | None) -> None:
     if path:
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)

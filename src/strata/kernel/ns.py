@@ -7,11 +7,10 @@ kernel-touching test out of the machine's own mount table.
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py costs milliseconds of enum building at import
 import array
+import marshal
 import os
-import pickle
-import socket
-import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,18 +30,39 @@ class ChildError(Exception):
         self.text = text
 
 
-def _send(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
+def _encode(result: tuple[str, Any]) -> bytes:
+    """marshal for plain data (fast to import and load), pickle for anything else."""
+    try:
+        return b"M" + marshal.dumps(result)
+    except ValueError:
+        import pickle
+
+        return b"P" + pickle.dumps(result)
+
+
+def _decode(payload: bytes) -> tuple[str, Any]:
+    if payload[:1] == b"M":
+        value: tuple[str, Any] = marshal.loads(payload[1:])
+        return value
+    import pickle
+
+    value = pickle.loads(payload[1:])
+    return value
+
+
+def _send(sock: _socket.socket, payload: bytes, fds: list[int]) -> None:
     header = len(payload).to_bytes(8, "little")
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
+    anc = ([(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+           if fds else [])
     sock.sendmsg([header], anc)
     sock.sendall(payload)
 
 
-def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
+def _recv(sock: _socket.socket) -> tuple[bytes, list[int]]:
     fds = array.array("i")
-    msg, anc, _flags, _addr = sock.recvmsg(8, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
+    msg, anc, _flags, _addr = sock.recvmsg(8, _socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
     for level, typ, data in anc:
-        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     if len(msg) < 8:
         return b"", list(fds)
@@ -64,7 +84,7 @@ def in_private_namespace(
     caller (who owns them). A StrataError raised in the child is re-raised here; other
     exceptions become ChildError with the child's traceback. A child killed by a signal
     is a StrataError naming the signal."""
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # child
         code = 0
@@ -76,10 +96,12 @@ def in_private_namespace(
                 value, fds = fn(*args)
                 result: tuple[str, Any] = ("ok", value)
             except StrataError as e:
-                result, fds = ("strata", (e.message, e.hint, e.kind, e.errno)), []
+                result, fds = ("strata", (e.message, e.hint, e.kind.value, e.errno)), []
             except BaseException:
+                import traceback
+
                 result, fds = ("exc", traceback.format_exc()), []
-            _send(child_sock, pickle.dumps(result), fds)
+            _send(child_sock, _encode(result), fds)
         except BaseException:
             code = 1
         finally:
@@ -97,12 +119,12 @@ def in_private_namespace(
             raise StrataError(f"namespace worker killed by signal {os.WTERMSIG(status)}",
                               kind=ErrorKind.SYSTEM)
         raise StrataError("namespace worker exited without a result", kind=ErrorKind.SYSTEM)
-    tag, value = pickle.loads(payload)
+    tag, value = _decode(payload)
     if tag == "ok":
         return value, fds
     if tag == "strata":
         message, hint, kind, errno = value
-        raise StrataError(message, hint=hint, kind=kind, errno=errno)
+        raise StrataError(message, hint=hint, kind=ErrorKind(kind), errno=errno)
     raise ChildError(value)
 
 
