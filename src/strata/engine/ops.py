@@ -27,11 +27,12 @@ from strata.engine.worker import (
     attach_submounts,
     build_wire,
     clone_submounts,
+    detach_top,
     remove_workdir,
 )
 from strata.errors import ErrorKind, StrataError
 from strata.fsutil import join_root
-from strata.kernel import libc, mountapi
+from strata.kernel import mountapi
 from strata.kernel.ns import in_private_namespace
 from strata.model import ExtClass
 from strata.parse import parse_boolean
@@ -140,14 +141,8 @@ def unmerge_hierarchy(cls: ExtClass, target: str, root: str) -> int:
     n = 0
     saved: list[tuple[str, int]] = []
     while (state := marker.read_merged(cls, target, root)) is not None:
-        mdir = os.path.join(target, cls.marker_dir)
-        saved.extend(clone_submounts(target, exclude=mdir))
-        try:
-            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
-        mountapi.detach(target)
+        saved.extend(clone_submounts(target, exclude=os.path.join(target, cls.marker_dir)))
+        detach_top(cls, target)
         remove_workdir(state.work_dir)
         log.info(f"Unmerged '{target}'.")
         n += 1
@@ -214,13 +209,7 @@ def _detach_ours_above(cls: ExtClass, target: str, root: str, keep_id: int) -> l
         if state is None:
             log.warning(f"A foreign mount sits on top of '{target}'; leaving it in place.")
             break
-        mdir = os.path.join(target, cls.marker_dir)
-        try:
-            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
-        mountapi.detach(target)
+        detach_top(cls, target)
         old_workdirs.append(state.work_dir)
         faults.point("refresh-old-detached")
     return old_workdirs
@@ -241,20 +230,14 @@ def _collapse_stack(cls: ExtClass, target: str, root: str) -> list[str | None]:
         state = marker.read_merged(cls, target, root)
         if len(ours) <= 1 or state is None:
             return removed
-        mdir = os.path.join(target, cls.marker_dir)
-        with contextlib.suppress(OSError):
-            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
-        mountapi.detach(target)
+        detach_top(cls, target)
         removed.append(state.work_dir)
 
 
 def _detach_ours(cls: ExtClass, target: str, root: str) -> list[str | None]:
     old: list[str | None] = []
     while (state := marker.read_merged(cls, target, root)) is not None:
-        mdir = os.path.join(target, cls.marker_dir)
-        with contextlib.suppress(OSError):
-            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
-        mountapi.detach(target)
+        detach_top(cls, target)
         old.append(state.work_dir)
     return old
 

@@ -148,17 +148,23 @@ def take_down(cls: ExtClass, target: str, root: str) -> tuple[int, list[tuple[st
     n = 0
     clones: list[tuple[str, int]] = []
     while marker.read_merged(cls, target, root) is not None:
-        mdir = os.path.join(target, cls.marker_dir)
         if n == 0:
-            clones = clone_submounts(target, exclude=mdir)
-        try:
-            libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
-        mountapi.detach(target)
+            clones = clone_submounts(target, exclude=os.path.join(target, cls.marker_dir))
+        detach_top(cls, target)
         n += 1
     return n, clones
+
+
+def detach_top(cls: ExtClass, target: str) -> None:
+    """Lazily unmount the top merge at `target`: first the marker's read-only bind mount
+    (absent for read-only merges: EINVAL), then the overlay with everything on it."""
+    mdir = os.path.join(target, cls.marker_dir)
+    try:
+        libc.umount2(mdir, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise StrataError.from_os(e, f"Failed to unmount '{mdir}'") from e
+    mountapi.detach(target)
 
 
 # --- host snapshot ---------------------------------------------------------------------------
