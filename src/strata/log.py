@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _NAMES = {"debug": DEBUG, "info": INFO, "notice": INFO, "warning": WARNING, "err": ERROR,
@@ -26,7 +27,27 @@ def enabled(level: int) -> bool:
     return level >= _state["level"]
 
 
+_listeners: list[Callable[[int, str], None]] = []
+
+
+class listen:  # noqa: N801 - used like a function: `with log.listen(fn):`
+    """Also hand every message of INFO and above to `fn(level, message)` while the `with`
+    block runs (the varlink service streams them as progress replies)."""
+
+    def __init__(self, fn: Callable[[int, str], None]) -> None:
+        self.fn = fn
+
+    def __enter__(self) -> None:
+        _listeners.append(self.fn)
+
+    def __exit__(self, *exc: object) -> None:
+        _listeners.remove(self.fn)
+
+
 def _emit(level: int, tag: str, msg: str) -> None:
+    if level >= INFO:
+        for fn in list(_listeners):
+            fn(level, msg)
     if level >= _state["level"]:
         line = f"{tag}: {msg}\n" if _state["level"] <= DEBUG else msg + "\n"
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from strata.errors import StrataError
 from tests.helpers import install_ext, isolated, make_root, mounts_under, strata
 
 pytestmark = pytest.mark.privileged
@@ -293,3 +294,37 @@ def test_truncated_image_and_malformed_release(tmp_path: Path) -> None:
     line = next(x for x in r.stderr.splitlines() if "badrel" in x and "ignoring" in x)
     assert "extension-release.badrel" in line and "UTF-8" in line  # ...but say why
     assert (root / "usr/bin/ok").exists() and not (root / "usr/bin/b").exists()
+
+
+@isolated
+def test_explicit_image_set_with_order_and_lenience(tmp_path: Path) -> None:
+    """strata ext's use of the engine: exactly these images, in this order, broken ones
+    skipped and reported while the rest merge."""
+    from strata.discover import discover
+    from strata.engine import ops
+    from strata.engine.settings import resolve
+    from strata.model import ExtClass
+
+    root = make_root(tmp_path)
+    install_ext(root, "alpha", {"usr/share/x": "alpha"})
+    install_ext(root, "beta", {"usr/share/x": "beta"}, fmt="erofs")
+    install_ext(root, "gamma", {"usr/share/g": "g"})  # found by discovery, but not in the set
+    garbage = root / "var/lib/extensions/junk.raw"
+    garbage.write_bytes(os.urandom(70_000))
+    found = discover(ExtClass.SYSEXT, root=str(root), arch="x86-64").by_name()
+    chosen = (found["alpha"], found["beta"], found["junk"])
+    settings = resolve(ExtClass.SYSEXT, {}, root=str(root))
+    outcome = ops.merge(settings, {}, images=ops.ImageSet(chosen, order=("beta", "alpha")))
+    assert outcome.merged == ("alpha", "beta")
+    assert [name for name, _ in outcome.skipped] == ["junk"]
+    assert "junk" in outcome.skipped[0][1]
+    assert (root / "usr/share/x").read_text() == "alpha"  # alpha is on top, by the order
+    assert not (root / "usr/share/g").exists()
+    # the marker still lists names by version order, as systemd writes them
+    assert (root / "usr/.systemd-sysext/extensions").read_text() == "alpha\nbeta\n"
+    outcome = ops.refresh(settings, {}, images=ops.ImageSet(chosen[:2]))
+    assert (root / "usr/share/x").read_text() == "beta"  # default: highest name on top
+    strict = ops.ImageSet(chosen, lenient=False)
+    with pytest.raises(StrataError):
+        ops.refresh(settings, {}, images=strict)
+    assert (root / "usr/share/x").read_text() == "beta"  # a failed refresh changes nothing

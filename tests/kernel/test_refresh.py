@@ -54,7 +54,7 @@ def test_200_refreshes_without_a_miss(tmp_path: Path) -> None:
     live.parent.mkdir(parents=True, exist_ok=True)
     os.link(images["A"], live)
     settings = resolve(ExtClass.SYSEXT, {}, root=str(root))
-    assert ops.merge(settings, {})
+    assert ops.merge(settings, {}).merged == ("data",)
     target = root / "usr/share/data/file"
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(target), "A,B", str(stop),

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from strata import faults, log
@@ -36,6 +36,7 @@ from strata.kernel import mountapi
 from strata.kernel.ns import in_private_namespace
 from strata.model import ExtClass
 from strata.parse import parse_boolean
+from strata.record import record
 
 if TYPE_CHECKING:
     from strata.policy import ImagePolicy
@@ -78,30 +79,57 @@ def root_lock(root: str) -> Iterator[None]:
 # --- reading images --------------------------------------------------------------------------
 
 
-def read_candidates(settings: Settings, extensions: list[Extension]) -> list[Candidate]:
-    """image_read_metadata() for every image, without mounting; any failure is fatal, naming
-    the image, as in systemd."""
+@record
+class ImageSet:
+    """Merge exactly these images instead of discovering them (strata ext)."""
+
+    images: tuple[Extension, ...]
+    #: layer order, bottom to top, for the names listed (the rest below, in version order)
+    order: tuple[str, ...] = ()
+    #: skip and report a broken, incompatible or policy-violating image; merge the rest
+    lenient: bool = True
+
+
+@record
+class MergeOutcome:
+    merged: tuple[str, ...]  # as listed in the marker
+    skipped: tuple[tuple[str, str], ...] = ()  # (image name, why), in decision order
+
+
+def read_candidates(settings: Settings, extensions: Sequence[Extension], *,
+                    lenient: bool = False) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """image_read_metadata() for every image, without mounting. A failure is fatal, naming
+    the image, as in systemd; lenient, the image is left out and reported instead."""
     from strata.engine.inspect import read_candidate
 
-    out = []
+    out: list[Candidate] = []
+    broken: list[tuple[str, str]] = []
     for ext in extensions:
         try:
             out.append(read_candidate(ext, settings.cls, settings.hierarchies))
         except StrataError as e:
-            raise StrataError(f"Failed to read metadata for image {ext.name}: {e.message}",
-                              hint=e.hint, kind=e.kind, errno=e.errno) from e
-    return out
+            message = f"Failed to read metadata for image {ext.name}: {e.message}"
+            if not lenient:
+                raise StrataError(message, hint=e.hint, kind=e.kind, errno=e.errno) from e
+            broken.append((ext.name, message))
+    if lenient:
+        for c in [c for c in out if c.forbidden and not c.is_raw
+                  and settings.cls is ExtClass.SYSEXT]:
+            out.remove(c)
+            broken.append((c.name, f"{c.ext.path} contains /usr/lib/os-release, which is not "
+                                   "allowed in an extension"))
+    else:
+        check_forbidden_directories(settings.cls, out)
+    return out, broken
 
 
 def read_all(settings: Settings) -> list[Candidate]:
     """Discover and read every image (image_discover_and_read_metadata)."""
-    candidates = read_candidates(settings, list_images(settings))
-    check_forbidden_directories(settings.cls, candidates)
-    return candidates
+    return read_candidates(settings, list_images(settings))[0]
 
 
-def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidate]
-           ) -> Selection:
+def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidate], *,
+           images: ImageSet | None = None) -> Selection:
     """Compare with the host's os-release and pick (the start of merge_subprocess)."""
     from strata.model import Scope
     from strata.release import load_host_release
@@ -110,7 +138,9 @@ def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidat
     scope = Scope.INITRD if in_initrd() else Scope.SYSTEM  # v257: the running system's
     return select(candidates, host, cls=settings.cls, scope=scope,
                   arch=native_arch(), force=settings.force,
-                  policy=lambda c: pick_image_policy(settings, c.ext.path))
+                  policy=lambda c: pick_image_policy(settings, c.ext.path),
+                  order=images.order if images else (),
+                  lenient=images.lenient if images else False)
 
 
 def pick_image_policy(settings: Settings, path: str) -> ImagePolicy:
@@ -293,24 +323,34 @@ def attach_trees(settings: Settings, result: BuildResult, fds: list[int]) -> Non
             unmerge_hierarchy(cls, stale, root)
 
 
-def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False) -> bool:
-    """Merge (or, with refresh, re-merge) the extensions. Returns False when nothing usable
-    was found (the caller of refresh then unmerges, as systemd does)."""
+def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False,
+          images: ImageSet | None = None) -> MergeOutcome:
+    """Merge (or, with refresh, re-merge) the extensions found where systemd looks, or exactly
+    `images`. Nothing merged (outcome.merged empty) means nothing usable was found: the caller
+    of refresh then unmerges, as systemd does."""
     require_privileges()
     with root_lock(settings.root):
-        candidates = read_all(settings)
+        exts = list(images.images) if images is not None else list_images(settings)
+        candidates, broken = read_candidates(settings, exts,
+                                             lenient=images is not None and images.lenient)
+        for _name, why in broken:
+            log.error(why)
         if not refresh:
             which = first_merged(settings)
             if which is not None:
                 raise StrataError(f"Hierarchy '{which}' is already merged.", kind=ErrorKind.BUSY,
                                   errno=errno.EBUSY, hint=f"use '{settings.cls.value} refresh'")
-        selection = choose(settings, env, candidates)
+        selection = choose(settings, env, candidates, images=images)
         for d in selection.decisions:
             if not d.accepted:
                 log.info(d.reason)
         log.info(selection.summary())
+        outcome = MergeOutcome(
+            merged=selection.names,
+            skipped=(*broken, *((d.name, d.reason) for d in selection.decisions
+                                if not d.accepted)))
         if not selection.accepted:
-            return False
+            return outcome
         faults.point("planned")
         wire, fds = in_private_namespace(build_wire, settings, selection,
                                          workspace_dir(settings))
@@ -323,12 +363,15 @@ def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False) 
                 os.close(fd)
         if need_reload(settings):
             daemon_reload()
-        return True
+        return outcome
 
 
-def refresh(settings: Settings, env: Mapping[str, str]) -> None:
-    if not merge(settings, env, refresh=True):
+def refresh(settings: Settings, env: Mapping[str, str], *,
+            images: ImageSet | None = None) -> MergeOutcome:
+    outcome = merge(settings, env, refresh=True, images=images)
+    if not outcome.merged:
         unmerge(settings)
+    return outcome
 
 
 # --- service manager reload ------------------------------------------------------------------

@@ -73,7 +73,9 @@ class Selection:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.accepted)
+        """The merged names as the marker lists them: ascending by version order (whatever
+        the layer order)."""
+        return tuple(by_version([c.name for c in self.accepted]))
 
     @property
     def ignored(self) -> int:
@@ -152,20 +154,35 @@ def select(
     arch: str,
     force: bool,
     policy: Callable[[Candidate], ImagePolicy] | None = None,
+    order: Sequence[str] = (),
+    lenient: bool = False,
 ) -> Selection:
     """Decide image by image (merge_subprocess): raw images must satisfy the image policy
     (else the whole operation fails, as in systemd) and pass mount validation unless --force;
-    then the release data must be compatible with the host unless --force."""
-    if policy is not None:
-        for c in candidates:
-            why = policy_violation(c, policy(c)) if c.is_raw else None
-            if why:
-                raise StrataError(f"{c.ext.path}: Image does not match image policy: {why}",
-                                  kind=ErrorKind.PERMISSION,
-                                  hint=f"the policy in effect is '{policy(c)}'")
+    then the release data must be compatible with the host unless --force.
+
+    `order` (bottom to top) overrides the version order of the layers for the names it lists;
+    the others stay below them, in version order. `lenient` skips an image that violates the
+    policy, or whose hierarchy is unusable, instead of failing everything (strata ext)."""
+    version = functools.cmp_to_key(strverscmp_improved)
+    rank = {name: i for i, name in enumerate(order)}
     accepted: list[Candidate] = []
     decisions: list[Decision] = []
-    for c in sorted(candidates, key=lambda c: functools.cmp_to_key(strverscmp_improved)(c.name)):
+    for c in sorted(candidates, key=lambda c: (rank.get(c.name, -1), version(c.name))):
+        why = policy_violation(c, policy(c)) if policy is not None and c.is_raw else None
+        if why:
+            message = f"{c.ext.path}: Image does not match image policy: {why}"
+            if not lenient:
+                raise StrataError(message, kind=ErrorKind.PERMISSION,
+                                  hint=f"the policy in effect is '{policy(c)}'"
+                                  if policy is not None else None)
+            decisions.append(Decision(c.name, c.ext.path, False, message))
+            continue
+        if lenient and c.content_problems:
+            problem = "; ".join(c.content_problems.values())
+            decisions.append(Decision(c.name, c.ext.path, False,
+                                      f"Image '{c.name}' cannot be merged: {problem}"))
+            continue
         if c.is_raw and not force and not c.valid_extension_tree:
             why = ("it ships /usr/lib/os-release" if c.forbidden
                    else "no matching extension-release file")
