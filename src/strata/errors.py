@@ -17,6 +17,8 @@ class ErrorKind(enum.Enum):
     UNSUPPORTED = "unsupported"  # the kernel or machine lacks a feature
     SYSTEM = "system"  # a syscall or subprocess failed
     INCOMPATIBLE = "incompatible"  # release data does not match the host
+    CONFIGURATION = "configuration"  # enabled set, dependencies, conflicts, ordering
+    COMMAND = "command"  # an external command (hook) failed
 
 
 class StrataError(Exception):
@@ -29,12 +31,16 @@ class StrataError(Exception):
         hint: str | None = None,
         kind: ErrorKind = ErrorKind.SYSTEM,
         errno: int | None = None,
+        subject: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.kind = kind
         self.errno = errno
+        #: what the error is about, for typed errors: the extension name (NOT_FOUND), the
+        #: command (COMMAND)
+        self.subject = subject
 
     def __str__(self) -> str:
         return self.message
