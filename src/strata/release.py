@@ -224,6 +224,31 @@ def parse_env(data: bytes | str, *, source: str) -> dict[str, str]:
     return _Parser(source).run(_to_text(data))
 
 
+class _PairRecorder(dict[str, str]):
+    """The parser's result mapping, also keeping every assignment in order: the parser stores
+    each one with `result[key] = value`, so recording here sees them all, repeats included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: list[tuple[str, str]] = []
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.pairs.append((key, value))
+        super().__setitem__(key, value)
+
+
+def parse_env_pairs(data: bytes | str, *, source: str) -> list[tuple[str, str]]:
+    """parse_env(), but every assignment as a (key, value) pair in file order, a repeated key
+    each time it appears. systemd itself keeps only the last value; Avocado's keys
+    (AVOCADO_ON_MERGE=, AVOCADO_ON_UNMERGE=) may repeat and every line counts, and for
+    AVOCADO_MODPROBE= only the first does. Same syntax and the same errors as parse_env()."""
+    parser = _Parser(source)
+    recorder = _PairRecorder()
+    parser.result = recorder
+    parser.run(_to_text(data))
+    return recorder.pairs
+
+
 def read_env_file(path: str) -> dict[str, str]:
     """parse_env() of a file on this machine; a missing file is NOT_FOUND naming the path."""
     try:

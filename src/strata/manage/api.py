@@ -44,6 +44,8 @@ class ExtensionStatus:
     is_merged: bool
     origin: str | None  # where it came from: "store", "/var/lib/extensions", "/run/extensions"...
     image_id: str | None  # first 12 hex digits of the image's sha256 (directories: None)
+    enabled: bool = False  # enabled for the running OS release
+    path: str | None = None  # the image (None: merged, but no longer in the store)
 
 
 @record
@@ -66,12 +68,29 @@ class HookRun:
 
 
 @record
+class MergedExtension:
+    """One extension as it was merged, handed to the hooks (manage/hooks.py).
+
+    `release` is its extension-release file as a mapping (the last value wins for a repeated
+    key, as in systemd); `release_pairs` keeps every (key, value) line in file order, for keys
+    that may legitimately repeat.
+    """
+
+    name: str
+    cls: str  # "sysext" | "confext"
+    path: str  # the image (file or directory) that was merged
+    release: Mapping[str, str]
+    release_pairs: tuple[tuple[str, str], ...] = ()
+
+
+@record
 class Outcome:
     """Merge/Unmerge/Refresh result for both classes together."""
 
     merged: tuple[str, ...]  # extension names merged (sysext and confext)
     skipped: tuple[tuple[str, str], ...]  # (name, reason): broken, incompatible, policy...
     hooks: tuple[HookRun, ...] = ()
+    unmerged: tuple[str, ...] = ()  # unmerge/refresh: names that were merged and are no more
 
 
 # The functions (implemented in manage/ext.py):
@@ -86,6 +105,19 @@ class Outcome:
 # def unmerge(root: str, env: Mapping[str, str], *, unmount: bool = False,
 #             progress: Progress | None = None) -> Outcome
 # def refresh(root: str, env: Mapping[str, str], *, progress: Progress | None = None) -> Outcome
+#
+# The hooks (manage/hooks.py), called by merge/unmerge/refresh; `live`: systemd is PID 1
+# (/run/systemd/system exists) and root == "/". A failing hook is reported in its HookRun.
+# merge: after_merge; unmerge: before_unmerge, after_unmerge; refresh: before_unmerge (the old
+# set), after_merge (the new set). While hooks.py exists, it owns daemon-reload for
+# EXTENSION_RELOAD_MANAGER=1 (the engine is told --no-reload).
+#
+# def after_merge(root: str, merged: Sequence[MergedExtension], *, live: bool
+#                 ) -> tuple[HookRun, ...]
+# def before_unmerge(root: str, merged: Sequence[MergedExtension], *, live: bool
+#                    ) -> tuple[HookRun, ...]
+# def after_unmerge(root: str, merged: Sequence[MergedExtension], *, live: bool
+#                   ) -> tuple[HookRun, ...]
 
-__all__ = ["CountResult", "ExtensionInfo", "ExtensionStatus", "HookRun", "Mapping", "Outcome",
-           "Progress", "Sequence"]
+__all__ = ["CountResult", "ExtensionInfo", "ExtensionStatus", "HookRun", "Mapping",
+           "MergedExtension", "Outcome", "Progress", "Sequence"]
