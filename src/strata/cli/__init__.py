@@ -21,6 +21,12 @@ Commands:
                             unmerge, refresh, list)
   confext [VERB] [OPTIONS]  The same for configuration extensions in /etc
                             (a drop-in for systemd-confext)
+  ext [VERB] [OPTIONS]      Manage a device's extensions: enable/disable per OS
+                            release, merge the enabled set in dependency order
+                            (status, list, enable, disable, merge, unmerge,
+                            refresh)
+  serve [OPTIONS]           The varlink daemon: org.avocado.Extensions and
+                            io.systemd.sysext on /run/strata/strata.sock
 
 Run 'strata COMMAND --help' for a command's options. Invoked through a symlink
 named systemd-sysext or systemd-confext, strata acts as that command.
@@ -55,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from strata.cli import sysext
 
             return sysext.run(ExtClass(cmd), rest, f"strata {cmd}")
+        if cmd == "serve":
+            from strata.cli import serve
+
+            return serve.run(rest)
+        if cmd == "ext":
+            from strata.cli import ext
+
+            return ext.run(rest)
         sys.stderr.write(f"strata: unknown command '{cmd}'\n\n{USAGE}")
         return 1
     except StrataError as e:

@@ -1,0 +1,71 @@
+"""`strata ext` settings from <root>/etc/strata/strata.toml:
+
+    [ext]
+    sysext_mutable = "ephemeral"    # no|auto|yes|import|ephemeral|ephemeral-import
+    confext_mutable = "ephemeral"
+
+Both default to avocadoctl's `ephemeral`: writes to the merged /usr, /opt and /etc land in a
+tmpfs and vanish on unmerge. The values are passed to the engine as --mutable= would be, so
+they take precedence over $SYSTEMD_SYSEXT_MUTABLE_MODE / $SYSTEMD_CONFEXT_MUTABLE_MODE. Other
+sections and keys are left to the commands that own them.
+"""
+
+from __future__ import annotations
+
+from strata.errors import ErrorKind, StrataError
+from strata.fsutil import join_root
+from strata.model import ExtClass, MutableMode
+from strata.record import record
+
+CONFIG_FILE = "/etc/strata/strata.toml"
+DEFAULT_MUTABLE = MutableMode.EPHEMERAL
+
+
+@record
+class ExtConfig:
+    sysext_mutable: MutableMode = DEFAULT_MUTABLE
+    confext_mutable: MutableMode = DEFAULT_MUTABLE
+
+    def mutable(self, cls: ExtClass) -> MutableMode:
+        return self.sysext_mutable if cls is ExtClass.SYSEXT else self.confext_mutable
+
+
+def load(root: str) -> ExtConfig:
+    """The [ext] settings; a missing file gives the defaults, a malformed one or a bad value
+    is a CONFIGURATION error naming the file."""
+    path = join_root(root, CONFIG_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return ExtConfig()
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to read '{path}'") from e
+    import tomllib
+
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise StrataError(f"{path}: {e}", kind=ErrorKind.CONFIGURATION) from e
+    section = doc.get("ext", {})
+    if not isinstance(section, dict):
+        raise StrataError(f"{path}: [ext] must be a table", kind=ErrorKind.CONFIGURATION)
+    values: dict[str, MutableMode] = {}
+    for key in ("sysext_mutable", "confext_mutable"):
+        if key not in section:
+            continue
+        raw = section[key]
+        mode = _mode(raw) if isinstance(raw, str) else None
+        if mode is None:
+            raise StrataError(
+                f"{path}: [ext] {key} = {raw!r} is not a mutable mode",
+                hint="one of: " + ", ".join(m.value for m in MutableMode),
+                kind=ErrorKind.CONFIGURATION)
+        values[key] = mode
+    return ExtConfig(**values)
+
+
+def _mode(value: str) -> MutableMode | None:
+    from strata.engine.settings import parse_mutable
+
+    return parse_mutable(value)
