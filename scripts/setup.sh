@@ -18,7 +18,7 @@ if [ -n "$need_apt" ]; then
     attr systemd dpkg >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import strata, pytest, hypothesis' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import strata, pytest, hypothesis, asyncvarlink, varlink' 2>/dev/null; then
   echo "== venv: installing Strata and its test tools into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
