@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 
 from strata.errors import ErrorKind, StrataError
-
-_MAX_HOPS = 40
+from strata.images.base import chase_path
 
 
 def join_root(root: str, path: str) -> str:
@@ -25,39 +23,25 @@ def chase(path: str, root: str = "/", *, nonexistent: bool = False) -> str:
 
     A missing component raises StrataError(NOT_FOUND) unless `nonexistent`, in which case the
     unresolved remainder is appended as is (CHASE_NONEXISTENT)."""
-    todo = [p for p in path.split("/") if p and p != "."]
-    done: list[str] = []
-    hops = 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        host = join_root(root, "/".join([*done, part]))
+
+    def lstat_mode(cur: str) -> int | None:
+        host = join_root(root, cur)
         try:
-            st = os.lstat(host)
+            return os.lstat(host).st_mode
         except FileNotFoundError:
             if nonexistent:
-                done.append(part)
-                done.extend(p for p in todo if p != "..")
-                break
+                return None
             raise StrataError(f"{host}: No such file or directory", kind=ErrorKind.NOT_FOUND,
                               errno=errno.ENOENT) from None
         except OSError as e:
             raise StrataError.from_os(e, host) from e
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > _MAX_HOPS:
-                raise StrataError(f"{host}: Too many levels of symbolic links",
-                                  kind=ErrorKind.INVALID, errno=errno.ELOOP)
-            target = os.readlink(host)
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p and p != "."] + todo
-            continue
-        done.append(part)
-    return join_root(root, "/".join(done))
+
+    def loop(link: str) -> StrataError:
+        return StrataError(f"{join_root(root, link)}: Too many levels of symbolic links",
+                           kind=ErrorKind.INVALID, errno=errno.ELOOP)
+
+    resolved = chase_path(path, lstat_mode, lambda cur: os.readlink(join_root(root, cur)), loop)
+    return join_root(root, resolved)
 
 
 def dir_is_empty(path: str) -> bool:

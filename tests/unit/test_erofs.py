@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,60 +19,9 @@ from strata.images.erofs import (
     crc32c_raw,
     lz4_decompress_partial,
 )
-
-needs_mkfs = pytest.mark.skipif(shutil.which("mkfs.erofs") is None,
-                                reason="mkfs.erofs is not installed")
-
-RELEASE = "usr/lib/extension-release.d/extension-release.foo"
-RELEASE_TEXT = b"ID=_any\nEXTENSION_RELOAD_MANAGER=1\n"
-
-
-def _xattrs_supported(path: Path) -> bool:
-    try:
-        os.setxattr(path, "user.strata-probe", b"1")
-        os.removexattr(path, "user.strata-probe")
-    except OSError:
-        return False
-    return True
-
-
-def make_tree(root: Path) -> Path:
-    """The reference tree: release file with a strict xattr, setuid file, symlinks, random,
-    repetitive and mixed data, empty files, a 300-entry directory, a fifo."""
-    rng = random.Random(1234)
-    (root / "usr/lib/extension-release.d").mkdir(parents=True)
-    (root / "usr/bin").mkdir(parents=True)
-    (root / RELEASE).write_bytes(RELEASE_TEXT)
-    jq = root / "usr/bin/jq"
-    jq.write_bytes(rng.randbytes(20000))
-    jq.chmod(0o4755)
-    (root / "usr/bin/abs").symlink_to("/usr/bin/jq")
-    (root / "usr/lib/rel").symlink_to("../bin/jq")
-    (root / "usr/lib/dirlink").symlink_to("extension-release.d")
-    (root / "random").write_bytes(rng.randbytes(200_000))
-    text = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i
-                    for i in range(10_000))
-    (root / "text").write_bytes(text[:500_000])
-    (root / "mixed").write_bytes(text[:80_000] + rng.randbytes(50_000) + text[:90_001])
-    (root / "empty").write_bytes(b"")
-    (root / "emptydir").mkdir()
-    big = root / "big"
-    big.mkdir()
-    for i in range(300):
-        (big / f"entry-with-a-fairly-long-name-{i:04d}").write_bytes(b"%d\n" % i)
-    os.mkfifo(root / "fifo")
-    if _xattrs_supported(root / RELEASE):
-        os.setxattr(root / RELEASE, "user.extension-release.strict", b"false")
-        for i in range(4):  # used often enough to land in the shared xattr area
-            os.setxattr(big / f"entry-with-a-fairly-long-name-{i:04d}", "user.shared", b"v")
-        os.setxattr(root / "text", "trusted.strata", b"t" * 100)
-    return root
-
-
-def mkfs(src: Path, image: Path, *options: str) -> Path:
-    subprocess.run(["mkfs.erofs", "--quiet", "-x1", *options, str(image), str(src)],
-                   check=True, capture_output=True)
-    return image
+from strata.images.filebacked import CorruptError, UnsupportedError
+from tests.unit.erofstree import RELEASE, RELEASE_TEXT, make_tree, mkfs, needs_mkfs
+from tests.unit.imagetree import assert_one_line, open_fails
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +157,6 @@ def test_symlink_loop(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- corruption
 
-def _one_line_invalid(exc: StrataError, image: Path) -> None:
-    assert exc.kind is ErrorKind.INVALID
-    assert "\n" not in str(exc)
-    assert str(exc).startswith(str(image))
-
-
 @pytest.fixture(scope="module")
 def small_image(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     if shutil.which("mkfs.erofs") is None:
@@ -241,10 +183,7 @@ def test_corrupt_superblocks(small_image: bytes, tmp_path: Path, name: str,
     if name == "unknown-feature":
         data = _fix_checksum(data)
     image.write_bytes(data)
-    with pytest.raises(StrataError) as ei:
-        ErofsFS(str(image))
-    _one_line_invalid(ei.value, image)
-    assert message in str(ei.value)
+    assert message in str(open_fails(ErofsFS, image))
 
 
 def _fix_checksum(data: bytes) -> bytes:
@@ -271,7 +210,7 @@ def test_out_of_range_block_address(tmp_path: Path) -> None:
     image.write_bytes(_fix_checksum(bytes(data)))  # block 0 is covered by the checksum
     with ErofsFS(str(image)) as fs, pytest.raises(StrataError) as ei:
         fs.read(RELEASE)
-    _one_line_invalid(ei.value, image)
+    assert_one_line(ei.value, image)
     assert f":/{RELEASE}: corrupt EROFS image:" in str(ei.value)
     assert "outside the image" in str(ei.value)
 
@@ -288,7 +227,7 @@ def test_bogus_inode_layout(tmp_path: Path) -> None:
     image.write_bytes(_fix_checksum(bytes(data)))
     with ErofsFS(str(image)) as fs, pytest.raises(StrataError) as ei:
         fs.read(RELEASE)
-    _one_line_invalid(ei.value, image)
+    assert_one_line(ei.value, image)
     assert "data layout 6" in str(ei.value)
 
 
@@ -322,9 +261,7 @@ def test_random_damage_only_raises_strata_errors(small_image: bytes, tmp_path: P
 
 
 def test_missing_image(tmp_path: Path) -> None:
-    with pytest.raises(StrataError) as ei:
-        ErofsFS(str(tmp_path / "nope.raw"))
-    assert ei.value.kind is ErrorKind.NOT_FOUND
+    open_fails(ErofsFS, tmp_path / "nope.raw", ErrorKind.NOT_FOUND)
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -349,9 +286,7 @@ def test_lz4_partial_matches_lz4(data: bytes) -> None:
 
 @pytest.mark.parametrize("block", [b"\xf0", b"\x10", b"\x00\x05\x00", b"\x1fa\x09\x00"])
 def test_lz4_partial_rejects_garbage(block: bytes) -> None:
-    from strata.images.erofs import _CorruptError
-
-    with pytest.raises(_CorruptError):
+    with pytest.raises(CorruptError):
         lz4_decompress_partial(block, 100)
 
 
@@ -397,7 +332,7 @@ def test_decoders_mkfs_cannot_produce(tmp_path: Path) -> None:
         assert decode(1, e._ALG_ZSTD) == payload
         assert decode(2, e._ALG_SHIFTED, n=100) == payload[:100]
         assert decode(3, e._ALG_INTERLACED, la=3 * 4096 + 3096) == payload
-        with pytest.raises(e._UnsupportedError, match="lzma"):
+        with pytest.raises(UnsupportedError, match="lzma"):
             decode(0, e._ALG_LZMA)
-        with pytest.raises(e._CorruptError):
+        with pytest.raises(CorruptError):
             decode(2, e._ALG_DEFLATE)  # not a deflate stream

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from strata.errors import ErrorKind, StrataError
-from strata.images.base import FileKind, ImageFS
+from strata.images.base import FileKind
 from strata.images.ext4 import (
     COMPAT_SPARSE_SUPER2,
     INCOMPAT_64BIT,
@@ -33,24 +33,29 @@ from strata.images.ext4 import (
     parse_xattr_entries,
 )
 from strata.run import run
-from tests.unit.test_squashfs import LONG_TARGET, RELEASE, assert_same_tree, build_tree
+from tests.unit.imagetree import (
+    LONG_TARGET,
+    REL,
+    RELEASE,
+    assert_one_line,
+    assert_readable_at_offset,
+    assert_same_tree,
+    build_tree,
+    count_failures,
+    damage,
+    needs,
+    open_fails,
+)
+from tests.unit.imagetree import mkfs_ext as mkfs
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in ("mkfs.ext4", "debugfs", "e2fsck")),
-    reason="e2fsprogs is not installed")
+pytestmark = needs("mkfs.ext4", "debugfs", "e2fsck")
 
-REL = "/usr/lib/extension-release.d/extension-release.foo"
 NOT_IN_SOURCE = frozenset({"lost+found"})
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tree(tmp_path_factory.mktemp("exttree") / "root")
-
-
-def mkfs(tree: Path, image: Path, *args: str, kind: str = "ext4", size: str = "8M") -> Path:
-    run([f"mkfs.{kind}", "-q", "-F", "-d", str(tree), *args, str(image), size])
-    return image
 
 
 def match(pattern: str, text: str) -> str:
@@ -260,31 +265,17 @@ def test_encrypted_inode_is_unsupported(image: Path, tmp_path: Path) -> None:
 
 def test_at_offset(image: Path, tree: Path, tmp_path: Path) -> None:
     disk = tmp_path / "disk.raw"
-    payload = image.read_bytes()
-    disk.write_bytes(bytes(1 << 20) + payload + bytes(8192))
-    with Ext4FS(str(disk), offset=1 << 20) as fs:
-        assert fs.read(REL) == RELEASE
-        assert fs.read("/data/random") == (tree / "data/random").read_bytes()
-    with Ext4FS(str(disk), offset=1 << 20, size=len(payload)) as fs:
-        assert fs.read("/data/text") == (tree / "data/text").read_bytes()
+    size = assert_readable_at_offset(Ext4FS, image, tree, disk, padding=8192)
     with pytest.raises(StrataError) as exc:
-        Ext4FS(str(disk), offset=1 << 20, size=len(payload) - 4096)
-    assert exc.value.kind is ErrorKind.INVALID and "truncated" in str(exc.value)
-
-
-def assert_one_line(exc: StrataError, image: Path, kind: ErrorKind = ErrorKind.INVALID) -> None:
-    assert exc.kind is kind
-    assert str(image) in str(exc)
-    assert "\n" not in str(exc)
+        Ext4FS(str(disk), offset=1 << 20, size=size - 4096)
+    assert_one_line(exc.value, disk)
+    assert "truncated" in str(exc.value)
 
 
 def test_truncated(image: Path, tmp_path: Path) -> None:
     bad = tmp_path / "truncated.ext4"
     bad.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
-    with pytest.raises(StrataError) as exc:
-        Ext4FS(str(bad))
-    assert_one_line(exc.value, bad)
-    assert "truncated" in str(exc.value)
+    assert "truncated" in str(open_fails(Ext4FS, bad))
 
 
 def test_flipped_magic(image: Path, tmp_path: Path) -> None:
@@ -292,10 +283,7 @@ def test_flipped_magic(image: Path, tmp_path: Path) -> None:
     raw[1024 + 0x38] ^= 0xFF
     bad = tmp_path / "magic.ext4"
     bad.write_bytes(raw)
-    with pytest.raises(StrataError) as exc:
-        Ext4FS(str(bad))
-    assert_one_line(exc.value, bad)
-    assert "magic" in str(exc.value)
+    assert "magic" in str(open_fails(Ext4FS, bad))
 
 
 def test_unknown_incompat_feature(image: Path, tmp_path: Path) -> None:
@@ -304,10 +292,7 @@ def test_unknown_incompat_feature(image: Path, tmp_path: Path) -> None:
     struct.pack_into("<I", raw, 1024 + 0x60, incompat | 0x1000)  # dirdata
     bad = tmp_path / "dirdata.ext4"
     bad.write_bytes(raw)
-    with pytest.raises(StrataError) as exc:
-        Ext4FS(str(bad))
-    assert_one_line(exc.value, bad, ErrorKind.UNSUPPORTED)
-    assert "0x1000" in str(exc.value)
+    assert "0x1000" in str(open_fails(Ext4FS, bad, ErrorKind.UNSUPPORTED))
 
 
 @pytest.mark.parametrize("content", [b"", bytes(2048), random.Random(1).randbytes(1 << 16)],
@@ -315,22 +300,11 @@ def test_unknown_incompat_feature(image: Path, tmp_path: Path) -> None:
 def test_garbage(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "garbage.img"
     bad.write_bytes(content)
-    with pytest.raises(StrataError) as exc:
-        Ext4FS(str(bad))
-    assert_one_line(exc.value, bad)
+    open_fails(Ext4FS, bad)
 
 
-def walk_everything(fs: ImageFS, path: str = "/") -> None:
-    for name in fs.listdir(path):
-        p = path.rstrip("/") + "/" + name
-        st = fs.lstat(p)
-        fs.getxattr(p, "user.x")
-        if st.kind is FileKind.DIRECTORY:
-            walk_everything(fs, p)
-        elif st.kind is FileKind.REGULAR:
-            fs.read(p, limit=1 << 20)
-        elif st.kind is FileKind.SYMLINK:
-            fs.readlink(p)
+def test_missing_image(tmp_path: Path) -> None:
+    open_fails(Ext4FS, tmp_path / "nope.img", ErrorKind.NOT_FOUND)
 
 
 @pytest.mark.parametrize("features", ["^inline_data", "inline_data"])
@@ -355,20 +329,10 @@ def test_corrupted_metadata_gives_only_strata_errors(tmp_path: Path, features: s
     used_inodes = range(first * 1024, first * 1024 + 40 * 256)
     dir_blocks = range((last + 1) * 1024, (last + 12) * 1024)
     rng = random.Random(11)
-    bad = tmp_path / "bad.ext4"
-    failures = 0
-    for _ in range(200):
-        raw = bytearray(pristine)
-        for _ in range(rng.randint(1, 6)):
-            raw[rng.choice(rng.choice((used_inodes, dir_blocks)))] = rng.randrange(256)
-        bad.write_bytes(raw)
-        try:
-            with Ext4FS(str(bad)) as fs:
-                walk_everything(fs)
-        except StrataError as e:
-            failures += 1
-            assert str(bad) in str(e) and "\n" not in str(e)
-            assert e.kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND, ErrorKind.UNSUPPORTED)
+    damaged = (damage(pristine, lambda r: r.choice(r.choice((used_inodes, dir_blocks))), rng, 6)
+               for _ in range(200))
+    failures = count_failures(Ext4FS, damaged, tmp_path / "bad.ext4", "user.x", frozenset(
+        {ErrorKind.INVALID, ErrorKind.NOT_FOUND, ErrorKind.UNSUPPORTED}))
     assert failures > 10
 
 

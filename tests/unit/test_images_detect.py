@@ -23,13 +23,11 @@ from strata.images.detect import (
 )
 from strata.images.erofs import ErofsFS
 from strata.images.gpt import PartitionRole, type_uuid_for
-from tests.unit.test_erofs import RELEASE, RELEASE_TEXT, make_tree, mkfs
-from tests.unit.test_gpt import GENERIC, ROOT_X86_64, Part, build_gpt
+from tests.unit.erofstree import RELEASE, RELEASE_TEXT, make_tree, mkfs, needs_mkfs
+from tests.unit.gptdisk import GENERIC, ROOT_X86_64, Part, build_gpt, sfdisk
+from tests.unit.imagetree import mkfs_ext, mksquashfs, needs
 
-needs_mkfs = pytest.mark.skipif(shutil.which("mkfs.erofs") is None,
-                                reason="mkfs.erofs is not installed")
-needs_sfdisk = pytest.mark.skipif(shutil.which("sfdisk") is None,
-                                  reason="sfdisk is not installed")
+needs_sfdisk = needs("sfdisk")
 USR_X86_64 = type_uuid_for(PartitionRole.USR, "x86-64")
 
 
@@ -152,12 +150,8 @@ def test_probe_naked_erofs(images: dict[str, Path]) -> None:
 @needs_mkfs
 @needs_sfdisk
 def test_sfdisk_gpt_image(images: dict[str, Path], tmp_path: Path) -> None:
-    disk = tmp_path / "foo.raw"
-    with disk.open("wb") as f:
-        f.truncate(8 << 20)
     script = f"label: gpt\nstart=2048, size=8192, type={ROOT_X86_64}, name=\"foo_1.0\"\n"
-    subprocess.run(["sfdisk", "-q", str(disk)], input=script.encode(), check=True,
-                   capture_output=True)
+    disk = sfdisk(tmp_path / "foo.raw", 8 << 20, script)
     subprocess.run(["dd", f"if={images['root']}", f"of={disk}", "bs=512", "seek=2048",
                     "conv=notrunc", "status=none"], check=True)
     layout = probe(str(disk), arch="x86-64")
@@ -339,15 +333,13 @@ def test_other_filesystems_in_a_gpt(tmp_path: Path, fmt: ImageFormat) -> None:
     (tree / "usr/lib/extension-release.d").mkdir(parents=True)
     (tree / RELEASE).write_bytes(RELEASE_TEXT)
     fs_img = tmp_path / "fs.img"
+    tool = "mksquashfs" if fmt is ImageFormat.SQUASHFS else "mkfs.ext4"
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
     if fmt is ImageFormat.SQUASHFS:
-        if shutil.which("mksquashfs") is None:
-            pytest.skip("mksquashfs is not installed")
-        argv = ["mksquashfs", str(tree), str(fs_img), "-quiet", "-noappend"]
+        mksquashfs(tree, fs_img)
     else:
-        if shutil.which("mkfs.ext4") is None:
-            pytest.skip("mkfs.ext4 is not installed")
-        argv = ["mkfs.ext4", "-q", "-d", str(tree), str(fs_img), "4M"]
-    subprocess.run(argv, check=True, capture_output=True)
+        mkfs_ext(tree, fs_img, size="4M")
     naked = probe(str(fs_img), arch="x86-64")
     assert naked.fs_format is fmt and naked.offset == 0
     disk = _disk(tmp_path / "d.raw", [(GENERIC, None), (ROOT_X86_64, fs_img)])

@@ -66,10 +66,32 @@ def is_mount_point(path: str) -> bool:
         return False
     if st.st_dev != parent.st_dev or st.st_ino == parent.st_ino:
         return True
+    child, up = _mnt_id(path), _mnt_id(os.path.join(path, ".."))
+    if child is not None and up is not None:
+        return child != up
     from strata.kernel import mountinfo
 
     real = os.path.realpath(path)
     return any(e.mountpoint == real for e in mountinfo.read())
+
+
+def _mnt_id(path: str) -> int | None:
+    """The mount ID of `path` from /proc/self/fdinfo (what systemd falls back to without
+    statx): two small reads instead of parsing the whole mount table."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 def read_merged(cls: ExtClass, path: str, root: str) -> MergedState | None:

@@ -12,9 +12,13 @@ import errno
 import os
 import posixpath
 import stat as _stat
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from strata.errors import ErrorKind, StrataError
 from strata.record import record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class FileKind(enum.Enum):
@@ -54,6 +58,69 @@ def split(path: str) -> list[str]:
     return [p for p in path.split("/") if p and p != "."]
 
 
+N = TypeVar("N")
+
+
+def walk(path: str, root: N, step: Callable[[N, str], tuple[N, bool] | None],
+         readlink: Callable[[N], str], loop: Callable[[N], StrataError], *,
+         follow_last: bool = True) -> tuple[list[N], list[str]]:
+    """Walk `path` from `root` following symlinks, with `root` as "/" for absolute targets and
+    ".." (systemd's chase() with a root). The one path walk every tree here uses: the readers'
+    inode lookups, DirectoryFS.resolve, and fsutil.chase on the host (through `chase_path`).
+
+    `step(directory, name)` gives the entry (any node type) and whether it is a symlink, raises
+    if it cannot, or returns None to stop: what is left of the path (without "..") is returned
+    unresolved (CHASE_NONEXISTENT). `readlink(node)` gives a link's target; it is called only
+    for links that are followed, which the last component is only with `follow_last`.
+    `loop(link)` is the error for more than MAX_SYMLINK_HOPS links.
+
+    Returns the nodes from `root` to the result (".." pops them), and the unresolved rest."""
+    todo = split(path)
+    todo.reverse()  # a stack: the next component last
+    nodes = [root]
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part == "..":
+            if len(nodes) > 1:
+                nodes.pop()
+            continue
+        found = step(nodes[-1], part)
+        if found is None:
+            todo.reverse()
+            return nodes, [part, *(p for p in todo if p != "..")]
+        node, is_link = found
+        if is_link and (todo or follow_last):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise loop(node)
+            target = readlink(node)
+            if target.startswith("/"):
+                del nodes[1:]
+            todo.extend(reversed(split(target)))
+            continue
+        nodes.append(node)
+    return nodes, []
+
+
+def chase_path(path: str, lstat_mode: Callable[[str], int | None],
+               readlink: Callable[[str], str], loop: Callable[[str], StrataError]) -> str:
+    """`walk` over image paths: the normalized image path of `path` with every symlink chased.
+    `lstat_mode(p)` (st_mode of an lstat) and `readlink(p)` take image paths ("/usr/lib");
+    lstat_mode raises for a missing component, or returns None to have the rest appended
+    unresolved. One lstat_mode call per component walked."""
+
+    def step(parent: str, name: str) -> tuple[str, bool] | None:
+        cur = "/" + name if parent == "/" else f"{parent}/{name}"
+        mode = lstat_mode(cur)
+        return None if mode is None else (cur, _stat.S_ISLNK(mode))
+
+    nodes, rest = walk(path, "/", step, readlink, loop)
+    if not rest:
+        return nodes[-1]
+    return "/".join([nodes[-1].rstrip("/"), *rest])
+
+
 class ImageFS(abc.ABC):
     """A read-only tree: a directory, or a filesystem inside an image file, read without mounting.
 
@@ -87,7 +154,7 @@ class ImageFS(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles."""
 
-    def __enter__(self) -> ImageFS:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -105,34 +172,20 @@ class ImageFS(abc.ABC):
     def resolve(self, path: str) -> str:
         """Chase symlinks in every component with the image root as "/" ("chase" in systemd
         terms); returns the normalized image path. Missing components raise NOT_FOUND."""
-        todo = split(path)
-        done: list[str] = []
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            cur = "/" + "/".join([*done, part])
-            st = self.lstat(cur)
-            if st.kind is FileKind.SYMLINK:
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise StrataError(f"{self.label}:{cur}: too many levels of symbolic links",
-                                      kind=ErrorKind.INVALID, errno=errno.ELOOP)
-                target = self.readlink(cur)
-                if target.startswith("/"):
-                    done = []
-                todo = split(target) + todo
-                continue
-            done.append(part)
-        return "/" + "/".join(done)
+        return chase_path(path, lambda p: self.lstat(p).mode, self.readlink,
+                          lambda link: too_many_links(f"{self.label}:{link}"))
 
 
-def _not_found(label: str, path: str) -> StrataError:
-    return StrataError(f"{label}:{path}: No such file or directory", kind=ErrorKind.NOT_FOUND,
+def not_found(where: str) -> StrataError:
+    """ENOENT for `where` ("<image>:<path>")."""
+    return StrataError(f"{where}: No such file or directory", kind=ErrorKind.NOT_FOUND,
                        errno=errno.ENOENT)
+
+
+def too_many_links(where: str) -> StrataError:
+    """ELOOP for `where` ("<image>:<path>")."""
+    return StrataError(f"{where}: too many levels of symbolic links", kind=ErrorKind.INVALID,
+                       errno=errno.ELOOP)
 
 
 class DirectoryFS(ImageFS):
@@ -150,32 +203,16 @@ class DirectoryFS(ImageFS):
         hit = self._resolved.get(key)
         if hit is not None:
             return hit
-        todo = split(path)
-        done: list[str] = []
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            host = posixpath.join(self.root, *done, part)
+
+        def lstat_mode(cur: str) -> int:
             try:
-                st = os.lstat(host)
+                return os.lstat(posixpath.join(self.root, cur[1:])).st_mode
             except OSError as e:
-                raise self._wrap(e, "/" + "/".join([*done, part])) from e
-            if _stat.S_ISLNK(st.st_mode):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise StrataError(f"{self.label}:{key}: too many levels of symbolic links",
-                                      kind=ErrorKind.INVALID, errno=errno.ELOOP)
-                target = os.readlink(host)
-                if target.startswith("/"):
-                    done = []
-                todo = split(target) + todo
-                continue
-            done.append(part)
-        result = "/" + "/".join(done)
+                raise self._wrap(e, cur) from e
+
+        result = chase_path(path, lstat_mode,
+                            lambda cur: os.readlink(posixpath.join(self.root, cur[1:])),
+                            lambda _link: too_many_links(f"{self.label}:{key}"))
         self._resolved[key] = result
         return result
 
@@ -188,7 +225,7 @@ class DirectoryFS(ImageFS):
 
     def _wrap(self, exc: OSError, path: str) -> StrataError:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return _not_found(self.label, path)
+            return not_found(f"{self.label}:{path}")
         return StrataError.from_os(exc, f"{self.label}:{path}")
 
     def lstat(self, path: str) -> Stat:

@@ -21,18 +21,16 @@ layout, a bogus index) becomes StrataError(kind=INVALID) "<image>:<path>: corrup
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat as _stat
 import struct
 import zlib
-from collections import OrderedDict
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from strata.errors import ErrorKind, StrataError
-from strata.images.base import MAX_SYMLINK_HOPS, FileKind, ImageFS, Stat, split
+from strata.images.base import FileKind
+from strata.images.filebacked import CorruptError, FileBackedFS, LruCache, UnsupportedError
 from strata.record import record
 
 MAGIC = 0xE0F5E1E2
@@ -112,14 +110,6 @@ _DIR_CACHE = 256
 _MAX_SYMLINK = 1 << 16
 
 
-class _CorruptError(Exception):
-    """A structural problem; the public methods add the image and path to it."""
-
-
-class _UnsupportedError(_CorruptError):
-    """A valid image using a feature this reader does not implement."""
-
-
 # --------------------------------------------------------------------------- helpers
 
 def _shown(path: str) -> str:
@@ -156,6 +146,19 @@ def crc32c_raw(data: bytes, crc: int = 0xFFFFFFFF) -> int:
     return crc
 
 
+def _lz4_length(src: bytes, i: int, length: int) -> tuple[int, int]:
+    """A length whose 4-bit field in the token was 15: bytes at src[i:] add to it up to and
+    including the first one below 255. Returns the length and where the data continues."""
+    while True:
+        if i >= len(src):
+            raise CorruptError("LZ4 data ends early")
+        b = src[i]
+        i += 1
+        length += b
+        if b != 255:
+            return length, i
+
+
 def lz4_decompress_partial(src: bytes, out_len: int) -> bytes:
     """Decode the first `out_len` bytes of an LZ4 block, ignoring what follows (the kernel's
     LZ4_decompress_safe_partial). Needed where the stream is not exactly delimited: pclusters
@@ -164,41 +167,27 @@ def lz4_decompress_partial(src: bytes, out_len: int) -> bytes:
     i, n = 0, len(src)
     while len(out) < out_len:
         if i >= n:
-            raise _CorruptError("LZ4 data ends early")
+            raise CorruptError("LZ4 data ends early")
         token = src[i]
         i += 1
         lit = token >> 4
         if lit == 15:
-            while True:
-                if i >= n:
-                    raise _CorruptError("LZ4 data ends early")
-                b = src[i]
-                i += 1
-                lit += b
-                if b != 255:
-                    break
+            lit, i = _lz4_length(src, i, lit)
         if i + lit > n:
-            raise _CorruptError("LZ4 literal run beyond the end of the input")
+            raise CorruptError("LZ4 literal run beyond the end of the input")
         out += src[i:i + lit]
         i += lit
         if len(out) >= out_len:
             break
         if i + 2 > n:
-            raise _CorruptError("LZ4 data ends early")
+            raise CorruptError("LZ4 data ends early")
         off = src[i] | (src[i + 1] << 8)
         i += 2
         if off == 0 or off > len(out):
-            raise _CorruptError("LZ4 match offset out of range")
+            raise CorruptError("LZ4 match offset out of range")
         ml = token & 15
         if ml == 15:
-            while True:
-                if i >= n:
-                    raise _CorruptError("LZ4 data ends early")
-                b = src[i]
-                i += 1
-                ml += b
-                if b != 255:
-                    break
+            ml, i = _lz4_length(src, i, ml)
         ml = min(ml + 4, out_len - len(out))
         start = len(out) - off
         if off >= ml:
@@ -237,38 +226,38 @@ class Superblock:
 
 def parse_superblock(block: bytes, image_size: int) -> Superblock:
     """Validate and decode the superblock. `block` holds the image from byte 1024 on (at least
-    the rest of the first block). Pure; raises _CorruptError/_UnsupportedError."""
+    the rest of the first block). Pure; raises CorruptError/UnsupportedError."""
     if len(block) < 128:
-        raise _CorruptError("image too small for an EROFS superblock")
+        raise CorruptError("image too small for an EROFS superblock")
     (magic, checksum, fcompat, blkszbits, _extslots, root_nid, _inos, epoch, _nsec, blocks,
      meta_blkaddr, xattr_blkaddr) = struct.unpack_from("<IIIBBHQQIIII", block, 0)
     if magic != MAGIC:
-        raise _CorruptError(f"bad magic {magic:#010x}")
+        raise CorruptError(f"bad magic {magic:#010x}")
     if not 9 <= blkszbits <= 16:
-        raise _CorruptError(f"unsupported block size 2^{blkszbits}")
+        raise CorruptError(f"unsupported block size 2^{blkszbits}")
     bs = 1 << blkszbits
     fincompat, u1, extra_devices = struct.unpack_from("<IHH", block, 80)
     dirblkbits, prefix_count, prefix_start, packed_nid = struct.unpack_from("<BBIQ", block, 90)
     if fcompat & _COMPAT_SB_CHKSUM:
         length = bs - SUPERBLOCK_OFFSET if bs > SUPERBLOCK_OFFSET else bs
         if len(block) < length:
-            raise _CorruptError("superblock is truncated")
+            raise CorruptError("superblock is truncated")
         raw = bytearray(block[:length])
         raw[4:8] = b"\0\0\0\0"
         if crc32c_raw(bytes(raw)) != checksum:
-            raise _CorruptError("superblock checksum mismatch")
+            raise CorruptError("superblock checksum mismatch")
     unknown = fincompat & ~_INCOMPAT_KNOWN
     if unknown:
-        raise _UnsupportedError(f"unknown incompatible feature bits {unknown:#x}")
+        raise UnsupportedError(f"unknown incompatible feature bits {unknown:#x}")
     for bit, what in _INCOMPAT_UNSUPPORTED.items():
         if fincompat & bit:
-            raise _UnsupportedError(f"the {what} feature is not supported")
+            raise UnsupportedError(f"the {what} feature is not supported")
     if fincompat & _INCOMPAT_DEVICE_TABLE and extra_devices:
-        raise _UnsupportedError(f"multi-device image ({extra_devices} extra devices)")
+        raise UnsupportedError(f"multi-device image ({extra_devices} extra devices)")
     if blocks == 0:
-        raise _CorruptError("superblock says the image has no blocks")
+        raise CorruptError("superblock says the image has no blocks")
     if blocks * bs > image_size:
-        raise _CorruptError(f"image is truncated: the superblock says {blocks * bs} bytes, "
+        raise CorruptError(f"image is truncated: the superblock says {blocks * bs} bytes, "
                             f"only {image_size} are there")
     algs = u1 if fincompat & _INCOMPAT_BIG_PCLUSTER else 1 << _ALG_LZ4
     return Superblock(blkszbits, root_nid, meta_blkaddr, xattr_blkaddr, blocks, fcompat,
@@ -306,16 +295,16 @@ _INODE_TYPES = frozenset({_stat.S_IFDIR, _stat.S_IFREG, _stat.S_IFLNK, _stat.S_I
 
 def parse_inode(raw: bytes, *, nid: int, pos: int, epoch: int) -> Inode:
     """Decode a compact (32-byte) or extended (64-byte) inode; `raw` must hold 64 bytes for an
-    extended one. Pure; raises _CorruptError."""
+    extended one. Pure; raises CorruptError."""
     fmt, icount, mode, nb = struct.unpack_from("<HHHH", raw, 0)
     if fmt & ~0x1F:
-        raise _UnsupportedError(f"inode {nid} has unknown format bits {fmt:#x}")
+        raise UnsupportedError(f"inode {nid} has unknown format bits {fmt:#x}")
     layout = (fmt >> 1) & 7
     if layout > _CHUNK_BASED:
-        raise _UnsupportedError(f"inode {nid} has unknown data layout {layout}")
+        raise UnsupportedError(f"inode {nid} has unknown data layout {layout}")
     if fmt & 1:
         if len(raw) < 64:
-            raise _CorruptError(f"inode {nid} is truncated")
+            raise CorruptError(f"inode {nid} is truncated")
         size, i_u, _ino, uid, gid, mtime = struct.unpack_from("<QIIIIQ", raw, 8)
         isize = 64
     else:
@@ -323,7 +312,7 @@ def parse_inode(raw: bytes, *, nid: int, pos: int, epoch: int) -> Inode:
         mtime = epoch + mtime_rel
         isize = 32
     if _stat.S_IFMT(mode) not in _INODE_TYPES:
-        raise _CorruptError(f"inode {nid} has bogus mode {mode:#o}")
+        raise CorruptError(f"inode {nid} has bogus mode {mode:#o}")
     xattr_isize = 0 if icount == 0 else 12 + 4 * (icount - 1)
     return Inode(nid, pos, layout, isize, xattr_isize, mode, size, uid, gid, mtime, i_u, nb)
 
@@ -367,98 +356,68 @@ class _Extent(NamedTuple):
 
 # --------------------------------------------------------------------------- the reader
 
-class ErofsFS(ImageFS):
+class ErofsFS(FileBackedFS[Inode]):
     """An EROFS filesystem at `offset` (length `size`, default: to the end) in the file `path`."""
+
+    FORMAT = "EROFS image"
+    _OUTSIDE = "{what} at byte {pos} (+{n}) lies outside the image ({size} bytes)"
+    _SHORT = "short read of {what} at byte {pos}: the image is truncated"
 
     def __init__(self, path: str, offset: int = 0, size: int | None = None) -> None:
         self.path = path
-        self.label = path
-        self._offset = offset
-        try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise StrataError.from_os(e, path) from e
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._inodes: OrderedDict[int, Inode] = OrderedDict()
-        self._dirs: OrderedDict[int, dict[bytes, int]] = OrderedDict()
+        self._blocks: LruCache[int, bytes] = LruCache(_META_CACHE_BLOCKS)
+        self._inodes: LruCache[int, Inode] = LruCache(_INODE_CACHE)
+        self._dirs: LruCache[int, dict[bytes, int]] = LruCache(_DIR_CACHE)
         self._zinfo: dict[int, _ZInfo] = {}
         self._long_prefixes: list[str] | None = None
-        try:
-            total = os.lseek(self._fd, 0, os.SEEK_END)
-            avail = max(0, total - offset)
-            self._size = avail if size is None else min(size, avail)
-            with self._errors(None):
-                head = self._raw(SUPERBLOCK_OFFSET, min(self._size - SUPERBLOCK_OFFSET, 1 << 16),
-                                 what="superblock") if self._size > SUPERBLOCK_OFFSET else b""
-                self.sb = parse_superblock(head, self._size)
-                self._bs = self.sb.block_size
-                root = self._inode(self.sb.root_nid)
-                if not _stat.S_ISDIR(root.mode):
-                    raise _CorruptError("the root inode is not a directory")
-        except BaseException:
-            os.close(self._fd)
-            raise
+        super().__init__(path, offset, size)
 
-    # ------------------------------------------------------------------ plumbing
+    def _load(self) -> None:
+        head = self._pread(SUPERBLOCK_OFFSET, min(self._size - SUPERBLOCK_OFFSET, 1 << 16),
+                           what="superblock") if self._size > SUPERBLOCK_OFFSET else b""
+        self.sb = parse_superblock(head, self._size)
+        self._bs = self.sb.block_size
+        if not _stat.S_ISDIR(self._root().mode):
+            raise CorruptError("the root inode is not a directory")
 
-    def __enter__(self) -> ErofsFS:
-        return self
+    # ------------------------------------------------------------------ messages
+    # EROFS reports some things its own way; these keep its messages as they have always been.
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def _region(self, offset: int, size: int | None, end: int) -> int:
+        """A region reaching past the end of the file is clipped to it, and then reported by
+        the superblock's size check ("image is truncated")."""
+        avail = max(0, end - offset)
+        return avail if size is None else min(size, avail)
 
-    @contextlib.contextmanager
-    def _errors(self, path: str | None) -> Iterator[None]:
-        """Turn internal failures into one-line StrataErrors naming the image and path."""
-        where = self.label if path is None else f"{self.label}:{_shown(path)}"
-        try:
-            yield
-        except StrataError:
-            raise
-        except _UnsupportedError as e:
-            raise StrataError(f"{where}: unsupported EROFS image: {e}",
-                              kind=ErrorKind.INVALID) from e
-        except _CorruptError as e:
-            raise StrataError(f"{where}: corrupt EROFS image: {e}", kind=ErrorKind.INVALID) from e
-        except OSError as e:
-            raise StrataError.from_os(e, where) from e
-        except (struct.error, IndexError, ValueError, OverflowError, MemoryError, zlib.error,
-                RecursionError) as e:
-            raise StrataError(f"{where}: corrupt EROFS image: {type(e).__name__}: {e}",
-                              kind=ErrorKind.INVALID) from e
+    def _where(self, path: str) -> str:
+        return f"{self.label}:{_shown(path)}"
 
-    def _raw(self, pos: int, n: int, *, what: str = "data") -> bytes:
-        """Exactly n bytes at image offset pos, or _CorruptError if that leaves the image."""
-        if n < 0 or pos < 0 or pos + n > self._size:
-            raise _CorruptError(f"{what} at byte {pos} (+{n}) lies outside the image "
-                                f"({self._size} bytes)")
-        if n == 0:
-            return b""
-        data = os.pread(self._fd, n, self._offset + pos)
-        if len(data) != n:
-            raise _CorruptError(f"short read of {what} at byte {pos}: the image is truncated")
-        return data
+    def _not_a_directory(self, path: str, *, listing: bool) -> StrataError:
+        return StrataError(f"{self._where(path)}: Not a directory", kind=ErrorKind.NOT_FOUND,
+                           errno=errno.ENOTDIR)
+
+    def _unsupported(self, where: str, exc: UnsupportedError) -> StrataError:
+        return StrataError(f"{where}: unsupported EROFS image: {exc}", kind=ErrorKind.INVALID)
+
+    def _describe(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------------ blocks
 
     def _block(self, blkno: int) -> bytes:
         blk = self._blocks.get(blkno)
         if blk is not None:
-            self._blocks.move_to_end(blkno)
             return blk
         start = blkno * self._bs
         if start >= self._size:
-            raise _CorruptError(f"metadata block {blkno} lies outside the image")
-        blk = self._raw(start, min(self._bs, self._size - start), what="metadata")
-        self._blocks[blkno] = blk
-        if len(self._blocks) > _META_CACHE_BLOCKS:
-            self._blocks.popitem(last=False)
-        return blk
+            raise CorruptError(f"metadata block {blkno} lies outside the image")
+        return self._blocks.put(blkno, self._pread(start, min(self._bs, self._size - start),
+                                                   what="metadata"))
 
     def _meta(self, pos: int, n: int) -> bytes:
         """Metadata bytes via the block cache (may span blocks)."""
         if pos < 0 or n < 0 or pos + n > self._size:
-            raise _CorruptError(f"metadata at byte {pos} (+{n}) lies outside the image")
+            raise CorruptError(f"metadata at byte {pos} (+{n}) lies outside the image")
         bs = self._bs
         first, last = pos // bs, (pos + n - 1) // bs if n else pos // bs
         if first == last:
@@ -469,7 +428,7 @@ class ErofsFS(ImageFS):
             off = pos - first * bs
             out = joined[off:off + n]
         if len(out) != n:
-            raise _CorruptError(f"metadata at byte {pos} is truncated")
+            raise CorruptError(f"metadata at byte {pos} is truncated")
         return out
 
     # ------------------------------------------------------------------ inodes
@@ -484,15 +443,12 @@ class ErofsFS(ImageFS):
             raw = self._meta(pos, 64)
         ino = parse_inode(raw, nid=nid, pos=pos, epoch=self.sb.epoch)
         if ino.layout == _CHUNK_BASED and not self.sb.has(_INCOMPAT_CHUNKED_FILE):
-            raise _CorruptError(f"inode {nid} is chunk-based but the image lacks that feature")
-        self._inodes[nid] = ino
-        if len(self._inodes) > _INODE_CACHE:
-            self._inodes.popitem(last=False)
-        return ino
+            raise CorruptError(f"inode {nid} is chunk-based but the image lacks that feature")
+        return self._inodes.put(nid, ino)
 
     def _packed_inode(self) -> Inode:
         if not self.sb.packed_nid:
-            raise _CorruptError("a fragment is referenced but the image has no packed inode")
+            raise CorruptError("a fragment is referenced but the image has no packed inode")
         return self._inode(self.sb.packed_nid)
 
     # ------------------------------------------------------------------ file data
@@ -521,27 +477,27 @@ class ErofsFS(ImageFS):
                 parts.append(bytes(stop - offset))  # a hole
             else:
                 if (startblk + nblocks - inline) * bs > self._size:
-                    raise _CorruptError(f"inode {ino.nid}'s blocks {startblk}+{nblocks} lie "
+                    raise CorruptError(f"inode {ino.nid}'s blocks {startblk}+{nblocks} lie "
                                         f"outside the image")
-                parts.append(self._raw(startblk * bs + offset, stop - offset))
+                parts.append(self._pread(startblk * bs + offset, stop - offset))
         if end > boundary:
             tail_pos = ino.data_pos
             if tail_pos % bs + (ino.size - boundary) > bs:
-                raise _CorruptError(f"inode {ino.nid}'s inline data crosses a block boundary")
+                raise CorruptError(f"inode {ino.nid}'s inline data crosses a block boundary")
             start = max(offset, boundary)
-            parts.append(self._raw(tail_pos + start - boundary, end - start, what="inline data"))
+            parts.append(self._pread(tail_pos + start - boundary, end - start, what="inline data"))
         return b"".join(parts)
 
     def _read_chunked(self, ino: Inode, offset: int, end: int) -> bytes:
         bs = self._bs
         fmt = ino.i_u & 0xFFFF
         if fmt & ~(_CHUNK_BLKBITS_MASK | _CHUNK_INDEXES | _CHUNK_48BIT):
-            raise _UnsupportedError(f"inode {ino.nid} has unknown chunk format {fmt:#x}")
+            raise UnsupportedError(f"inode {ino.nid} has unknown chunk format {fmt:#x}")
         if fmt & _CHUNK_48BIT:
-            raise _UnsupportedError("48-bit chunk indexes")
+            raise UnsupportedError("48-bit chunk indexes")
         chunkbits = self.sb.blkszbits + (fmt & _CHUNK_BLKBITS_MASK)
         if chunkbits > 48:
-            raise _CorruptError(f"inode {ino.nid} has chunks of 2^{chunkbits} bytes")
+            raise CorruptError(f"inode {ino.nid} has chunks of 2^{chunkbits} bytes")
         unit = 8 if fmt & _CHUNK_INDEXES else 4
         base = _round_up(ino.data_pos, unit)
         first, last = offset >> chunkbits, (end - 1) >> chunkbits
@@ -558,7 +514,7 @@ class ErofsFS(ImageFS):
             if blk == _NULL_ADDR:
                 parts.append(bytes(cend - pos))
             else:
-                parts.append(self._raw(blk * bs + (pos - c * csize), cend - pos))
+                parts.append(self._pread(blk * bs + (pos - c * csize), cend - pos))
             pos = cend
         return b"".join(parts)
 
@@ -572,32 +528,32 @@ class ErofsFS(ImageFS):
         h = self._meta(_round_up(ino.data_pos, 8), 8)
         if h[7] & 0x80:
             if not sb.has(_INCOMPAT_FRAGMENTS):
-                raise _CorruptError(f"inode {ino.nid} is a fragment but the image lacks fragments")
+                raise CorruptError(f"inode {ino.nid} is a fragment but the image lacks fragments")
             off = int.from_bytes(h, "little") & ~(1 << 63)
             z = _ZInfo(_ADV_FRAGMENT_PCLUSTER, sb.blkszbits, (0, 0), 0, True, off, True, 0, 0)
             self._zinfo[ino.nid] = z
             return z
         advise = int.from_bytes(h[4:6], "little")
         if ino.layout == _COMPRESSED_FULL and advise & _ADV_COMPACTED_2B:
-            raise _UnsupportedError("extent-based compressed files")
+            raise UnsupportedError("extent-based compressed files")
         lclusterbits = sb.blkszbits + (h[7] & 15)
         if lclusterbits > 16:
-            raise _CorruptError(f"inode {ino.nid} has logical clusters of 2^{lclusterbits} bytes")
+            raise CorruptError(f"inode {ino.nid} has logical clusters of 2^{lclusterbits} bytes")
         if advise & (_ADV_BIG_PCLUSTER_1 | _ADV_BIG_PCLUSTER_2) and not sb.has(
                 _INCOMPAT_BIG_PCLUSTER):
-            raise _CorruptError(f"inode {ino.nid} uses big pclusters without the feature")
+            raise CorruptError(f"inode {ino.nid} uses big pclusters without the feature")
         if ino.layout == _COMPRESSED_COMPACT and (
                 bool(advise & _ADV_BIG_PCLUSTER_1) != bool(advise & _ADV_BIG_PCLUSTER_2)):
-            raise _CorruptError(f"inode {ino.nid} has inconsistent big pcluster flags")
+            raise CorruptError(f"inode {ino.nid} has inconsistent big pcluster flags")
         fragment = bool(advise & _ADV_FRAGMENT_PCLUSTER)
         fragmentoff = idata = 0
         if fragment:
             if not sb.has(_INCOMPAT_FRAGMENTS):
-                raise _CorruptError(f"inode {ino.nid} uses fragments without the feature")
+                raise CorruptError(f"inode {ino.nid} uses fragments without the feature")
             fragmentoff = int.from_bytes(h[0:4], "little")
         elif advise & _ADV_INLINE_PCLUSTER:
             if not sb.has(_INCOMPAT_ZTAILPACKING):
-                raise _CorruptError(f"inode {ino.nid} is tail-packed without the feature")
+                raise CorruptError(f"inode {ino.nid} is tail-packed without the feature")
             idata = int.from_bytes(h[2:4], "little")
         z = _ZInfo(advise, lclusterbits, (h[6] & 15, h[6] >> 4), idata, fragment, fragmentoff,
                    False, -1, 0)
@@ -619,7 +575,7 @@ class ErofsFS(ImageFS):
         else:
             m = self._lcluster_full(ino, z, lcn)
         if m.type != _LT_NONHEAD and m.clusterofs >= 1 << z.lclusterbits:
-            raise _CorruptError(f"inode {ino.nid}: cluster offset {m.clusterofs} out of range")
+            raise CorruptError(f"inode {ino.nid}: cluster offset {m.clusterofs} out of range")
         return m
 
     def _lcluster_full(self, ino: Inode, z: _ZInfo, lcn: int) -> _Lcl:
@@ -630,7 +586,7 @@ class ErofsFS(ImageFS):
             d0, d1, cblks = u & 0xFFFF, u >> 16, 0
             if d0 & _D0_CBLKCNT:
                 if not z.advise & (_ADV_BIG_PCLUSTER_1 | _ADV_BIG_PCLUSTER_2):
-                    raise _CorruptError(f"inode {ino.nid}: compressed block count without big "
+                    raise CorruptError(f"inode {ino.nid}: compressed block count without big "
                                         f"pclusters")
                 cblks, d0 = d0 & ~_D0_CBLKCNT, 1
             return _Lcl(lcn, ltype, 1 << z.lclusterbits, d0, d1, 0, cblks, pos + 8, False)
@@ -641,10 +597,10 @@ class ErofsFS(ImageFS):
         ebase = _round_up(ino.data_pos, 8) + 8
         totalidx = -(-ino.size // self._bs)
         if lb > 14:
-            raise _UnsupportedError(f"inode {ino.nid}: compact indexes with 2^{lb}-byte "
+            raise UnsupportedError(f"inode {ino.nid}: compact indexes with 2^{lb}-byte "
                                     f"logical clusters")
         if lcn >= totalidx:
-            raise _CorruptError(f"inode {ino.nid}: logical cluster {lcn} out of range")
+            raise CorruptError(f"inode {ino.nid}: logical cluster {lcn} out of range")
         initial_4b = ((32 - ebase % 32) // 4) & 7
         compacted_2b = 0
         if z.advise & _ADV_COMPACTED_2B and initial_4b < totalidx:
@@ -664,7 +620,7 @@ class ErofsFS(ImageFS):
         elif lb <= 12:
             vcnt = 16
         else:
-            raise _UnsupportedError(f"inode {ino.nid}: 2-byte indexes with 2^{lb}-byte clusters")
+            raise UnsupportedError(f"inode {ino.nid}: 2-byte indexes with 2^{lb}-byte clusters")
         packsize = vcnt << shift
         packstart = pos - pos % packsize
         pack = self._meta(packstart, packsize)
@@ -696,7 +652,7 @@ class ErofsFS(ImageFS):
                     d1 += lo_j - 1
             if lo & _D0_CBLKCNT:
                 if not big:
-                    raise _CorruptError(f"inode {ino.nid}: compressed block count without big "
+                    raise CorruptError(f"inode {ino.nid}: compressed block count without big "
                                         f"pclusters")
                 return _Lcl(lcn, ltype, 1 << lb, 1, d1, 0, lo & ~_D0_CBLKCNT, nextpack, False)
             if i + 1 != vcnt:
@@ -728,7 +684,7 @@ class ErofsFS(ImageFS):
                         nblk += lo_i & ~_D0_CBLKCNT
                         continue
                     if lo_i <= 1:
-                        raise _CorruptError(f"inode {ino.nid}: bogus big pcluster index")
+                        raise CorruptError(f"inode {ino.nid}: bogus big pcluster index")
                     i -= lo_i - 2
                     continue
                 nblk += 1
@@ -742,7 +698,7 @@ class ErofsFS(ImageFS):
             if m.type != _LT_NONHEAD:
                 return m
             distance = m.delta0
-        raise _CorruptError(f"inode {ino.nid}: bogus lookback distance at logical cluster {lcn}")
+        raise CorruptError(f"inode {ino.nid}: bogus lookback distance at logical cluster {lcn}")
 
     def _find_head(self, ino: Inode, z: _ZInfo, ofs: int, m: _Lcl) -> _Lcl:
         """The head lcluster of the extent holding byte `ofs`, given ofs's own lcluster m."""
@@ -751,7 +707,7 @@ class ErofsFS(ImageFS):
         if ofs & ((1 << z.lclusterbits) - 1) >= m.clusterofs:
             return m
         if m.lcn == 0:
-            raise _CorruptError(f"inode {ino.nid}: invalid logical cluster 0")
+            raise CorruptError(f"inode {ino.nid}: invalid logical cluster 0")
         return self._lookback(ino, z, m.lcn, 1)
 
     def _zmap(self, ino: Inode, z: _ZInfo, ofs: int) -> _Extent:
@@ -768,7 +724,7 @@ class ErofsFS(ImageFS):
                 llen = ino.size - la
                 break
             if (lcn << lb) - la > _PCLUSTER_MAX_DSIZE:
-                raise _CorruptError(f"inode {ino.nid}: extent at {la} decodes to too much data")
+                raise CorruptError(f"inode {ino.nid}: extent at {la} decodes to too much data")
             m = self._lcluster(ino, z, lcn)
             if m.type == _LT_NONHEAD:
                 lcn += m.delta1 or 1  # pre-1.0 mkfs wrote delta1 == 0
@@ -776,18 +732,18 @@ class ErofsFS(ImageFS):
             llen = (lcn << lb) + m.clusterofs - la
             break
         if llen <= 0 or llen > _PCLUSTER_MAX_DSIZE:
-            raise _CorruptError(f"inode {ino.nid}: bogus extent length {llen} at {la}")
+            raise CorruptError(f"inode {ino.nid}: bogus extent length {llen} at {la}")
         if head.type == _LT_PLAIN:
             alg = _ALG_INTERLACED if z.advise & _ADV_INTERLACED_PCLUSTER else _ALG_SHIFTED
         else:
             alg = z.algs[1] if head.type == _LT_HEAD2 else z.algs[0]
             if not self.sb.available_algs & (1 << alg):
-                raise _CorruptError(f"inode {ino.nid} uses compression algorithm {alg}, which the "
+                raise CorruptError(f"inode {ino.nid} uses compression algorithm {alg}, which the "
                                     f"superblock does not list")
         if z.idata_size and head.lcn == z.tail_headlcn:
             pa, plen = z.tail_pa, z.idata_size
             if pa % self._bs + plen > self._bs:
-                raise _CorruptError(f"inode {ino.nid}: tail-packed pcluster crosses a block")
+                raise CorruptError(f"inode {ino.nid}: tail-packed pcluster crosses a block")
             kind = "inline"
         elif z.fragment and head.lcn == z.tail_headlcn:
             return _Extent(la, llen, "fragment", 0, 0, 0, False)
@@ -795,9 +751,9 @@ class ErofsFS(ImageFS):
             pa, plen, kind = head.pblk * self._bs, self._pcluster_blocks(ino, z, head) * self._bs, \
                 "blocks"
         if plen > _PCLUSTER_MAX_SIZE:
-            raise _CorruptError(f"inode {ino.nid}: pcluster of {plen} bytes")
+            raise CorruptError(f"inode {ino.nid}: pcluster of {plen} bytes")
         if head.type == _LT_PLAIN and llen > plen:
-            raise _CorruptError(f"inode {ino.nid}: uncompressed extent larger than its pcluster")
+            raise CorruptError(f"inode {ino.nid}: uncompressed extent larger than its pcluster")
         return _Extent(la, llen, kind, pa, plen, alg, head.partialref)
 
     def _pcluster_blocks(self, ino: Inode, z: _ZInfo, head: _Lcl) -> int:
@@ -811,18 +767,18 @@ class ErofsFS(ImageFS):
         if m.type != _LT_NONHEAD:
             return 1
         if m.delta0 != 1 or not m.cblks:
-            raise _CorruptError(f"inode {ino.nid}: missing compressed block count at {nxt}")
+            raise CorruptError(f"inode {ino.nid}: missing compressed block count at {nxt}")
         return m.cblks
 
     def _decode_extent(self, ino: Inode, z: _ZInfo, ext: _Extent) -> bytes:
         if ext.kind == "fragment":
             if ino.nid == self.sb.packed_nid:
-                raise _CorruptError("the packed inode refers to a fragment of itself")
+                raise CorruptError("the packed inode refers to a fragment of itself")
             data = self._read_range(self._packed_inode(), z.fragmentoff, ext.llen)
             if len(data) != ext.llen:
-                raise _CorruptError(f"inode {ino.nid}: fragment lies beyond the packed inode")
+                raise CorruptError(f"inode {ino.nid}: fragment lies beyond the packed inode")
             return data
-        raw = self._raw(ext.pa, ext.plen, what="compressed data")
+        raw = self._pread(ext.pa, ext.plen, what="compressed data")
         alg, n = ext.alg, ext.llen
         if alg == _ALG_SHIFTED:
             return raw[:n]
@@ -835,23 +791,23 @@ class ErofsFS(ImageFS):
         margin = len(raw) - len(raw.lstrip(b"\0"))
         src = raw[margin:]
         if not src:
-            raise _CorruptError("empty compressed pcluster")
+            raise CorruptError("empty compressed pcluster")
         if alg == _ALG_DEFLATE:
             try:
                 out = zlib.decompressobj(-15).decompress(src, n)
             except zlib.error as e:
-                raise _CorruptError(f"deflate: {e}") from e
+                raise CorruptError(f"deflate: {e}") from e
         elif alg == _ALG_ZSTD:
             import zstandard
 
             try:
                 out = zstandard.ZstdDecompressor().decompressobj().decompress(src)[:n]
             except zstandard.ZstdError as e:
-                raise _CorruptError(f"zstd: {e}") from e
+                raise CorruptError(f"zstd: {e}") from e
         else:
-            raise _UnsupportedError(f"{_ALG_NAMES.get(alg, str(alg))} compression")
+            raise UnsupportedError(f"{_ALG_NAMES.get(alg, str(alg))} compression")
         if len(out) != n:
-            raise _CorruptError(f"inode {ino.nid}: pcluster at {ext.pa} decodes to {len(out)} "
+            raise CorruptError(f"inode {ino.nid}: pcluster at {ext.pa} decodes to {len(out)} "
                                 f"bytes, expected {n}")
         return out
 
@@ -861,7 +817,7 @@ class ErofsFS(ImageFS):
             # stream ends exactly at the end of the pcluster.
             src = raw.lstrip(b"\0")
             if not src:
-                raise _CorruptError("empty LZ4 pcluster")
+                raise CorruptError("empty LZ4 pcluster")
             if not partial:
                 import lz4.block
 
@@ -880,17 +836,17 @@ class ErofsFS(ImageFS):
         z = self._zinfo_of(ino)
         if z.whole_fragment:
             if ino.nid == self.sb.packed_nid:
-                raise _CorruptError("the packed inode is itself a fragment")
+                raise CorruptError("the packed inode is itself a fragment")
             data = self._read_range(self._packed_inode(), z.fragmentoff + offset, end - offset)
             if len(data) != end - offset:
-                raise _CorruptError(f"inode {ino.nid}: fragment lies beyond the packed inode")
+                raise CorruptError(f"inode {ino.nid}: fragment lies beyond the packed inode")
             return data
         parts: list[bytes] = []
         pos = offset
         while pos < end:
             ext = self._zmap(ino, z, pos)
             if not ext.la <= pos < ext.la + ext.llen:
-                raise _CorruptError(f"inode {ino.nid}: extent map does not cover byte {pos}")
+                raise CorruptError(f"inode {ino.nid}: extent map does not cover byte {pos}")
             data = self._decode_extent(ino, z, ext)
             stop = min(end, ext.la + ext.llen)
             parts.append(data[pos - ext.la:stop - ext.la])
@@ -903,81 +859,41 @@ class ErofsFS(ImageFS):
         """name -> nid, in on-disk order, without "." and ".."."""
         cached = self._dirs.get(ino.nid)
         if cached is not None:
-            self._dirs.move_to_end(ino.nid)
             return cached
         data = self._read_range(ino, 0, ino.size)
         if len(data) != ino.size:
-            raise _CorruptError(f"directory inode {ino.nid} is truncated")
+            raise CorruptError(f"directory inode {ino.nid} is truncated")
         dbs = self._bs << self.sb.dirblkbits
         out: dict[bytes, int] = {}
         for start in range(0, len(data), dbs):
             blk = data[start:start + dbs]
             if len(blk) < 12:
-                raise _CorruptError(f"directory inode {ino.nid} has a truncated block")
+                raise CorruptError(f"directory inode {ino.nid} has a truncated block")
             first_nameoff = struct.unpack_from("<H", blk, 8)[0]
             if first_nameoff < 12 or first_nameoff % 12 or first_nameoff > len(blk):
-                raise _CorruptError(f"directory inode {ino.nid} has a bogus dirent block")
+                raise CorruptError(f"directory inode {ino.nid} has a bogus dirent block")
             count = first_nameoff // 12
             ents = [struct.unpack_from("<QHB", blk, k * 12) for k in range(count)]
             for k, (nid, nameoff, _ftype) in enumerate(ents):
                 nameend = ents[k + 1][1] if k + 1 < count else len(blk)
                 if not first_nameoff <= nameoff < nameend <= len(blk):
-                    raise _CorruptError(f"directory inode {ino.nid} has a bogus name offset")
+                    raise CorruptError(f"directory inode {ino.nid} has a bogus name offset")
                 name = blk[nameoff:nameend]
                 if k + 1 == count:
                     name = name.split(b"\0", 1)[0]
                 if not name or b"/" in name or b"\0" in name:
-                    raise _CorruptError(f"directory inode {ino.nid} has a bogus entry name")
+                    raise CorruptError(f"directory inode {ino.nid} has a bogus entry name")
                 if name not in (b".", b".."):
                     out[name] = nid
-        self._dirs[ino.nid] = out
-        if len(self._dirs) > _DIR_CACHE:
-            self._dirs.popitem(last=False)
-        return out
+        return self._dirs.put(ino.nid, out)
 
     def _symlink_target(self, ino: Inode) -> str:
         if ino.size > _MAX_SYMLINK:
-            raise _CorruptError(f"symlink inode {ino.nid} is {ino.size} bytes long")
+            raise CorruptError(f"symlink inode {ino.nid} is {ino.size} bytes long")
         data = self._read_range(ino, 0, ino.size)
         if len(data) != ino.size or b"\0" in data:
-            raise _CorruptError(f"symlink inode {ino.nid} has a bogus target")
+            raise CorruptError(f"symlink inode {ino.nid} has a bogus target")
         return os.fsdecode(data)
-
-    def _lookup(self, path: str, *, follow: bool = False) -> Inode:
-        """Resolve `path` with the image root as "/", following symlinks in intermediate
-        components (and in the last one if `follow`)."""
-        root = self._inode(self.sb.root_nid)
-        stack = [root]
-        todo = split(path)
-        hops = 0
-        while todo:
-            name = todo.pop(0)
-            if name == "..":
-                if len(stack) > 1:
-                    stack.pop()
-                continue
-            cur = stack[-1]
-            if not _stat.S_ISDIR(cur.mode):
-                raise StrataError(f"{self.label}:{_shown(path)}: Not a directory",
-                                  kind=ErrorKind.NOT_FOUND, errno=errno.ENOTDIR)
-            nid = self._entries(cur).get(os.fsencode(name))
-            if nid is None:
-                raise StrataError(f"{self.label}:{_shown(path)}: No such file or directory",
-                                  kind=ErrorKind.NOT_FOUND, errno=errno.ENOENT)
-            child = self._inode(nid)
-            if _stat.S_ISLNK(child.mode) and (todo or follow):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise StrataError(f"{self.label}:{_shown(path)}: too many levels of "
-                                      f"symbolic links", kind=ErrorKind.INVALID,
-                                      errno=errno.ELOOP)
-                target = self._symlink_target(child)
-                if target.startswith("/"):
-                    stack = [root]
-                todo = split(target) + todo
-                continue
-            stack.append(child)
-        return stack[-1]
 
     # ------------------------------------------------------------------ xattrs
 
@@ -998,14 +914,14 @@ class ErofsFS(ImageFS):
                     return self._meta(p, n)
                 out = self._read_range(packed, p, n)
                 if len(out) != n:
-                    raise _CorruptError("xattr prefix table lies beyond the packed inode")
+                    raise CorruptError("xattr prefix table lies beyond the packed inode")
                 return out
 
             for _ in range(sb.xattr_prefix_count):
                 pos = _round_up(pos, 4)
                 length = int.from_bytes(read(pos, 2), "little")
                 if not 1 <= length <= 256:
-                    raise _CorruptError("bogus long xattr prefix")
+                    raise CorruptError("bogus long xattr prefix")
                 item = read(pos + 2, length)
                 base = _XATTR_PREFIXES.get(item[0], "")
                 table.append(base + os.fsdecode(item[1:]))
@@ -1018,7 +934,7 @@ class ErofsFS(ImageFS):
         name_len, index, value_size = struct.unpack_from("<BBH", buf, at)
         end = at + 4 + name_len + value_size
         if end > len(buf):
-            raise _CorruptError("xattr entry runs past its area")
+            raise CorruptError("xattr entry runs past its area")
         suffix = os.fsdecode(buf[at + 4:at + 4 + name_len])
         value = buf[at + 4 + name_len:end]
         if index & 0x80:
@@ -1033,12 +949,12 @@ class ErofsFS(ImageFS):
         if not ino.xattr_isize:
             return []
         if ino.xattr_isize < 12:
-            raise _CorruptError(f"inode {ino.nid} has a bogus xattr area")
+            raise CorruptError(f"inode {ino.nid} has a bogus xattr area")
         body = self._meta(ino.pos + ino.isize, ino.xattr_isize)
         shared = body[4]
         at = 12 + 4 * shared
         if at > len(body):
-            raise _CorruptError(f"inode {ino.nid} has too many shared xattrs")
+            raise CorruptError(f"inode {ino.nid} has too many shared xattrs")
         out: list[tuple[str, bytes]] = []
         base = self.sb.xattr_blkaddr * self._bs
         for k in range(shared):
@@ -1051,56 +967,42 @@ class ErofsFS(ImageFS):
                 out.append((name, value))
         while at < len(body):
             if at + 4 > len(body):
-                raise _CorruptError(f"inode {ino.nid} has a truncated xattr entry")
+                raise CorruptError(f"inode {ino.nid} has a truncated xattr entry")
             name, value, size = self._xattr_entry(body, at)
             if name is not None:
                 out.append((name, value))
             at += size
         return out
 
-    # ------------------------------------------------------------------ ImageFS
+    # ------------------------------------------------------------------ FileBackedFS
 
-    def lstat(self, path: str) -> Stat:
-        with self._errors(path):
-            ino = self._lookup(path)
-            return Stat(ino.kind, ino.mode, ino.size, ino.uid, ino.gid, ino.mtime)
+    def _root(self) -> Inode:
+        return self._inode(self.sb.root_nid)
 
-    def listdir(self, path: str) -> list[str]:
-        with self._errors(path):
-            ino = self._lookup(path)
-            if not _stat.S_ISDIR(ino.mode):
-                raise StrataError(f"{self.label}:{_shown(path)}: Not a directory",
-                                  kind=ErrorKind.NOT_FOUND, errno=errno.ENOTDIR)
-            return [os.fsdecode(n) for n in self._entries(ino)]
+    def _child(self, directory: Inode, name: str) -> Inode | None:
+        nid = self._entries(directory).get(os.fsencode(name))
+        return None if nid is None else self._inode(nid)
 
-    def read(self, path: str, *, limit: int | None = None) -> bytes:
-        with self._errors(path):
-            ino = self._lookup(path)
-            if not _stat.S_ISREG(ino.mode):
-                raise StrataError(f"{self.label}:{_shown(path)}: not a regular file",
-                                  kind=ErrorKind.INVALID)
-            want = ino.size if limit is None else min(limit, ino.size)
-            data = self._read_range(ino, 0, want)
-            if len(data) != want:
-                raise _CorruptError(f"inode {ino.nid}: read {len(data)} of {want} bytes")
-            return data
+    def _link_target(self, link: Inode) -> str:
+        return self._symlink_target(link)
 
-    def readlink(self, path: str) -> str:
-        with self._errors(path):
-            ino = self._lookup(path)
-            if not _stat.S_ISLNK(ino.mode):
-                raise StrataError(f"{self.label}:{_shown(path)}: not a symbolic link",
-                                  kind=ErrorKind.INVALID, errno=errno.EINVAL)
-            return self._symlink_target(ino)
+    def _names(self, directory: Inode) -> list[str]:
+        return [os.fsdecode(n) for n in self._entries(directory)]
 
-    def getxattr(self, path: str, name: str) -> bytes | None:
-        with self._errors(path):
-            for key, value in self._xattrs(self._lookup(path)):
-                if key == name:
-                    return value
-            return None
+    def _contents(self, regular: Inode, limit: int | None) -> bytes:
+        want = regular.size if limit is None else min(limit, regular.size)
+        data = self._read_range(regular, 0, want)
+        if len(data) != want:
+            raise CorruptError(f"inode {regular.nid}: read {len(data)} of {want} bytes")
+        return data
+
+    def _xattr(self, node: Inode, name: str) -> bytes | None:
+        for key, value in self._xattrs(node):
+            if key == name:
+                return value
+        return None
 
     def listxattr(self, path: str) -> list[str]:
         """Names of the extended attributes of `path` (not following a final symlink)."""
-        with self._errors(path):
+        with self._guard(path):
             return [key for key, _ in self._xattrs(self._lookup(path))]

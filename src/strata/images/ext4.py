@@ -19,16 +19,13 @@ one-line StrataError(kind=INVALID) naming the image and the path being read.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import stat as _stat
 import struct
-from collections import OrderedDict
 from collections.abc import Iterator
 
 from strata.errors import ErrorKind, StrataError
-from strata.images.base import MAX_SYMLINK_HOPS, FileKind, ImageFS, Stat, split
+from strata.images.filebacked import CorruptError, FileBackedFS, LruCache, UnsupportedError
 from strata.record import record
 
 MAGIC = 0xEF53
@@ -87,14 +84,6 @@ _XATTR_PREFIXES = {
     7: b"system.",
     8: b"system.richacl",
 }
-
-
-class _CorruptError(Exception):
-    """Raised deep in the parser; public methods turn it into a StrataError naming the path."""
-
-
-class _UnsupportedError(Exception):
-    """A valid structure this reader does not handle (encrypted inodes)."""
 
 
 @record
@@ -308,131 +297,50 @@ _MAX_SYMLINK = 65536
 _Run = tuple[int, int, int, bool]  # logical block, physical block, count, uninitialized
 
 
-class Ext4FS(ImageFS):
+class Ext4FS(FileBackedFS[_Inode]):
     """An ext2/ext3/ext4 filesystem in `path`, starting `offset` bytes in and `size` bytes long
     (default: to the end of the file)."""
 
+    FORMAT = "ext filesystem"
+
     def __init__(self, path: str, offset: int = 0, size: int | None = None) -> None:
-        self.label = path
-        self._fd = -1
-        self._inode_cache: OrderedDict[int, _Inode] = OrderedDict()
-        self._block_cache: OrderedDict[int, bytes] = OrderedDict()
-        self._dir_cache: OrderedDict[int, dict[str, int]] = OrderedDict()
+        self._inode_cache: LruCache[int, _Inode] = LruCache(1024)
+        self._block_cache: LruCache[int, bytes] = LruCache(128)
+        self._dir_cache: LruCache[int, dict[str, int]] = LruCache(256)
         self._itable: dict[int, int] = {}
-        try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            end = os.lseek(self._fd, 0, os.SEEK_END)
-        except OSError as e:
-            self.close()
-            raise StrataError.from_os(e, path) from e
-        try:
-            if offset < 0 or offset > end or (size is not None and (
-                    size < 0 or offset + size > end)):
-                raise StrataError(
-                    f"{path}: region at offset {offset} (size {size}) lies outside the "
-                    f"{end}-byte file", kind=ErrorKind.INVALID)
-            self._offset = offset
-            self._size = end - offset if size is None else size
-            try:
-                if self._size < SUPERBLOCK_OFFSET + 1024:
-                    raise ValueError(f"only {self._size} bytes")
-                self.superblock = parse_superblock(self._pread(SUPERBLOCK_OFFSET, 1024))
-            except ValueError as e:  # the wrong kind of file, rather than a damaged one
-                raise StrataError(f"{path}: not a valid ext2/3/4 filesystem: {e}",
-                                  kind=ErrorKind.INVALID) from None
-            sb = self.superblock
-            unknown = sb.feature_incompat & ~KNOWN_INCOMPAT
-            if unknown:
-                raise StrataError(
-                    f"{path}: ext filesystem uses incompatible features 0x{unknown:x} that "
-                    "this reader does not understand", kind=ErrorKind.UNSUPPORTED)
-            if sb.blocks_count * sb.block_size > self._size:
-                raise _CorruptError(
-                    f"truncated: filesystem is {sb.blocks_count * sb.block_size} bytes, "
-                    f"only {self._size} present")
-            self._bs = sb.block_size
-            self._filetype = bool(sb.feature_incompat & INCOMPAT_FILETYPE)
-            root = self._inode(ROOT_INO)
-            if not _stat.S_ISDIR(root.mode):
-                raise _CorruptError("root inode is not a directory")
-        except _CorruptError as e:
-            self.close()
-            raise StrataError(f"{path}: corrupt ext filesystem: {e}",
-                              kind=ErrorKind.INVALID) from None
-        except StrataError:
-            self.close()
-            raise
-        except (struct.error, IndexError, ValueError, OverflowError) as e:
-            self.close()
-            raise StrataError(f"{path}: corrupt ext filesystem: {_one_line(e)}",
-                              kind=ErrorKind.INVALID) from None
-        except OSError as e:
-            self.close()
-            raise StrataError.from_os(e, path) from e
+        super().__init__(path, offset, size)
 
-    # -- plumbing --
+    def _load(self) -> None:
+        self.superblock = sb = self._read_superblock(parse_superblock, SUPERBLOCK_OFFSET, 1024,
+                                                     "ext2/3/4 filesystem")
+        unknown = sb.feature_incompat & ~KNOWN_INCOMPAT
+        if unknown:
+            raise StrataError(
+                f"{self.label}: ext filesystem uses incompatible features 0x{unknown:x} that "
+                "this reader does not understand", kind=ErrorKind.UNSUPPORTED)
+        if sb.blocks_count * sb.block_size > self._size:
+            raise CorruptError(
+                f"truncated: filesystem is {sb.blocks_count * sb.block_size} bytes, "
+                f"only {self._size} present")
+        self._bs = sb.block_size
+        self._filetype = bool(sb.feature_incompat & INCOMPAT_FILETYPE)
+        if not _stat.S_ISDIR(self._root().mode):
+            raise CorruptError("root inode is not a directory")
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        # the descriptor is a raw int, which the garbage collector would not close for us
-        if getattr(self, "_fd", -1) >= 0:
-            self.close()
-
-    def _pread(self, pos: int, n: int) -> bytes:
-        if pos < 0 or n < 0 or pos + n > self._size:
-            raise _CorruptError(
-                f"read of {n} bytes at {pos} is outside the {self._size}-byte image")
-        if self._fd < 0:
-            raise StrataError(f"{self.label}: image is already closed", kind=ErrorKind.USAGE)
-        parts: list[bytes] = []
-        while n > 0:
-            chunk = os.pread(self._fd, n, self._offset + pos)
-            if not chunk:
-                raise _CorruptError(f"short read at {pos}")
-            parts.append(chunk)
-            pos += len(chunk)
-            n -= len(chunk)
-        return b"".join(parts)
-
-    @contextlib.contextmanager
-    def _guard(self, path: str) -> Iterator[None]:
-        where = f"{self.label}:{path}"
-        try:
-            yield
-        except _CorruptError as e:
-            raise StrataError(f"{where}: corrupt ext filesystem: {e}",
-                              kind=ErrorKind.INVALID) from None
-        except _UnsupportedError as e:
-            raise StrataError(f"{where}: {e}, which this reader cannot read",
-                              kind=ErrorKind.UNSUPPORTED) from None
-        except (struct.error, IndexError, ValueError, OverflowError, KeyError,
-                RecursionError, MemoryError) as e:
-            raise StrataError(f"{where}: corrupt ext filesystem: {_one_line(e)}",
-                              kind=ErrorKind.INVALID) from None
-        except OSError as e:
-            raise StrataError.from_os(e, where) from e
+    # -- blocks --
 
     def _check_blocks(self, block: int, count: int = 1) -> None:
         if block < self.superblock.first_data_block or block + count > \
                 self.superblock.blocks_count:
-            raise _CorruptError(f"block {block} (+{count}) is outside the filesystem")
+            raise CorruptError(f"block {block} (+{count}) is outside the filesystem")
 
     def _block(self, block: int) -> bytes:
         """One metadata block (cached)."""
         hit = self._block_cache.get(block)
         if hit is not None:
-            self._block_cache.move_to_end(block)
             return hit
         self._check_blocks(block)
-        data = self._pread(block * self._bs, self._bs)
-        self._block_cache[block] = data
-        if len(self._block_cache) > 128:
-            self._block_cache.popitem(last=False)
-        return data
+        return self._block_cache.put(block, self._pread(block * self._bs, self._bs))
 
     # -- inodes --
 
@@ -452,26 +360,21 @@ class Ext4FS(ImageFS):
     def _inode(self, ino: int) -> _Inode:
         hit = self._inode_cache.get(ino)
         if hit is not None:
-            self._inode_cache.move_to_end(ino)
             return hit
         sb = self.superblock
         if not 1 <= ino <= sb.inodes_count:
-            raise _CorruptError(f"inode number {ino} out of range")
+            raise CorruptError(f"inode number {ino} out of range")
         group, index = divmod(ino - 1, sb.inodes_per_group)
         raw = self._pread(self._inode_table(group) * self._bs + index * sb.inode_size,
                           sb.inode_size)
-        inode = self._parse_inode(ino, raw)
-        self._inode_cache[ino] = inode
-        if len(self._inode_cache) > 1024:
-            self._inode_cache.popitem(last=False)
-        return inode
+        return self._inode_cache.put(ino, self._parse_inode(ino, raw))
 
     def _parse_inode(self, ino: int, raw: bytes) -> _Inode:
         sb = self.superblock
         mode, uid_lo, size_lo, _atime, _ctime, mtime, _dtime, gid_lo, _links, blocks_lo, \
             flags = struct.unpack_from("<HHIIIiIHHII", raw, 0)
         if mode == 0:
-            raise _CorruptError(f"inode {ino} is not in use")
+            raise CorruptError(f"inode {ino} is not in use")
         i_block = bytes(raw[0x28:0x28 + _I_BLOCK_SIZE])
         acl_lo, size_hi = struct.unpack_from("<I4xI", raw, 0x68)
         blocks_hi, acl_hi, uid_hi, gid_hi = struct.unpack_from("<HHHH", raw, 0x74)
@@ -484,7 +387,7 @@ class Ext4FS(ImageFS):
         if sb.inode_size > GOOD_OLD_INODE_SIZE:
             (extra,) = struct.unpack_from("<H", raw, 0x80)
             if GOOD_OLD_INODE_SIZE + extra > sb.inode_size or extra % 4:
-                raise _CorruptError(f"inode {ino} has bad extra size {extra}")
+                raise CorruptError(f"inode {ino} has bad extra size {extra}")
             if GOOD_OLD_INODE_SIZE + extra >= 0x8C:
                 # i_mtime_extra: the low two bits extend the 32-bit seconds past 2038.
                 (mtime_extra,) = struct.unpack_from("<I", raw, 0x88)
@@ -511,7 +414,7 @@ class Ext4FS(ImageFS):
             block = self._block(inode.file_acl)
             magic, _refs, nblocks = struct.unpack_from("<III", block, 0)
             if magic != XATTR_MAGIC or nblocks != 1:
-                raise _CorruptError(f"bad xattr block {inode.file_acl}")
+                raise CorruptError(f"bad xattr block {inode.file_acl}")
             # Block value offsets count from the start of the block.
             for entry in parse_xattr_entries(block, 32):
                 yield entry.name, self._xattr_value(entry, block, 0)
@@ -521,20 +424,12 @@ class Ext4FS(ImageFS):
             # ea_inode: a large value kept as the contents of a dedicated inode.
             holder = self._inode(entry.value_inum)
             if not holder.flags & EA_INODE_FL or holder.size != entry.value_size:
-                raise _CorruptError(f"bad xattr value inode {entry.value_inum}")
+                raise CorruptError(f"bad xattr value inode {entry.value_inum}")
             return self._read_data(holder, None)
         start = base + entry.value_offset
         if start + entry.value_size > len(buf):
-            raise _CorruptError(f"xattr {entry.name!r} value runs past its area")
+            raise CorruptError(f"xattr {entry.name!r} value runs past its area")
         return bytes(buf[start:start + entry.value_size])
-
-    def _xattr(self, inode: _Inode, name: bytes) -> bytes | None:
-        if name == b"system.data":  # inline-data storage, not an attribute (kernel hides it)
-            return None
-        for full, value in self._xattrs(inode):
-            if full == name:
-                return value
-        return None
 
     # -- file data --
 
@@ -554,13 +449,13 @@ class Ext4FS(ImageFS):
         def walk(node: bytes, depth_expected: int | None) -> None:
             magic, entries, max_entries, depth, _gen = _EXTENT_HEADER.unpack_from(node, 0)
             if magic != EXTENT_MAGIC:
-                raise _CorruptError(f"bad extent header magic 0x{magic:04x} in inode "
+                raise CorruptError(f"bad extent header magic 0x{magic:04x} in inode "
                                     f"{inode.ino}")
             if depth > EXTENT_MAX_DEPTH or (depth_expected is not None
                                             and depth != depth_expected):
-                raise _CorruptError(f"bad extent tree depth {depth} in inode {inode.ino}")
+                raise CorruptError(f"bad extent tree depth {depth} in inode {inode.ino}")
             if entries > max_entries or 12 + 12 * entries > len(node):
-                raise _CorruptError(f"bad extent count {entries} in inode {inode.ino}")
+                raise CorruptError(f"bad extent count {entries} in inode {inode.ino}")
             for i in range(entries):
                 at = 12 + 12 * i
                 if depth == 0:
@@ -576,7 +471,7 @@ class Ext4FS(ImageFS):
                         break
                     child = hi << 32 | lo
                     if child in seen:
-                        raise _CorruptError(f"extent tree of inode {inode.ino} has a loop")
+                        raise CorruptError(f"extent tree of inode {inode.ino} has a loop")
                     seen.add(child)
                     walk(self._block(child), depth - 1)
 
@@ -592,7 +487,7 @@ class Ext4FS(ImageFS):
 
         def walk(block: int, level: int, base: int) -> None:
             if block in seen:
-                raise _CorruptError(f"block map of inode {inode.ino} has a loop")
+                raise CorruptError(f"block map of inode {inode.ino} has a loop")
             seen.add(block)
             span = per ** (level - 1)
             for i, ptr in enumerate(struct.unpack(f"<{per}I", self._block(block))):
@@ -617,12 +512,12 @@ class Ext4FS(ImageFS):
 
     def _read_data(self, inode: _Inode, limit: int | None) -> bytes:
         if inode.flags & ENCRYPT_FL:
-            raise _UnsupportedError(f"inode {inode.ino} is encrypted")
+            raise UnsupportedError(f"inode {inode.ino} is encrypted")
         want = inode.size if limit is None else min(inode.size, max(limit, 0))
         if inode.flags & INLINE_DATA_FL:
             data = self._inline_data(inode)
             if len(data) < want:
-                raise _CorruptError(f"inline data of inode {inode.ino} is shorter than its size")
+                raise CorruptError(f"inline data of inode {inode.ino} is shorter than its size")
             return data[:want]
         bs = self._bs
         if inode.flags & EXTENTS_FL:
@@ -631,7 +526,7 @@ class Ext4FS(ImageFS):
             per = bs // 4
             max_blocks = 12 + per + per**2 + per**3
         if inode.size > max_blocks * bs:
-            raise _CorruptError(f"inode {inode.ino} claims an impossible size {inode.size}")
+            raise CorruptError(f"inode {inode.ino} claims an impossible size {inode.size}")
         nblocks = -(-want // bs)
         if inode.flags & EXTENTS_FL:
             runs = self._extent_runs(inode, nblocks)
@@ -653,10 +548,9 @@ class Ext4FS(ImageFS):
     def _entries(self, inode: _Inode) -> dict[str, int]:
         hit = self._dir_cache.get(inode.ino)
         if hit is not None:
-            self._dir_cache.move_to_end(inode.ino)
             return hit
         if inode.flags & ENCRYPT_FL:
-            raise _UnsupportedError(f"directory inode {inode.ino} is encrypted")
+            raise UnsupportedError(f"directory inode {inode.ino} is encrypted")
         if inode.flags & INLINE_DATA_FL:
             # An inline directory: the parent's inode number, then entries filling the rest
             # of i_block, then more entries in the "system.data" xattr.
@@ -669,97 +563,44 @@ class Ext4FS(ImageFS):
         for region in regions:
             for name, ino in parse_dirents(region, self._bs, self._filetype):
                 entries[os.fsdecode(name)] = ino
-        self._dir_cache[inode.ino] = entries
-        if len(self._dir_cache) > 256:
-            self._dir_cache.popitem(last=False)
-        return entries
+        return self._dir_cache.put(inode.ino, entries)
 
     def _symlink_target(self, inode: _Inode) -> bytes:
         if inode.size > _MAX_SYMLINK:
-            raise _CorruptError(f"symlink inode {inode.ino} claims {inode.size} bytes")
+            raise CorruptError(f"symlink inode {inode.ino} claims {inode.size} bytes")
         if inode.flags & INLINE_DATA_FL:
             return self._read_data(inode, None)
         ea_blocks = self.superblock.cluster_size // 512 if inode.file_acl else 0
         if not inode.flags & EA_INODE_FL and inode.blocks512 - ea_blocks == 0:
             # A "fast" symlink: the target is stored in i_block itself.
             if inode.size > _I_BLOCK_SIZE:
-                raise _CorruptError(f"fast symlink inode {inode.ino} claims {inode.size} bytes")
+                raise CorruptError(f"fast symlink inode {inode.ino} claims {inode.size} bytes")
             return inode.i_block[:inode.size]
         return self._read_data(inode, None)
 
-    def _lookup(self, path: str, *, follow: bool = False) -> _Inode:
-        """Walk `path` from the root; intermediate symlinks are followed inside the image, the
-        last component only when `follow`."""
-        todo = split(path)
-        stack = [self._inode(ROOT_INO)]
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if len(stack) > 1:
-                    stack.pop()
-                continue
-            parent = stack[-1]
-            if not _stat.S_ISDIR(parent.mode):
-                raise _not_found(self.label, path)
-            ino = self._entries(parent).get(part)
-            if ino is None:
-                raise _not_found(self.label, path)
-            child = self._inode(ino)
-            if _stat.S_ISLNK(child.mode) and (todo or follow):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise StrataError(f"{self.label}:{path}: too many levels of symbolic links",
-                                      kind=ErrorKind.INVALID, errno=errno.ELOOP)
-                target = os.fsdecode(self._symlink_target(child))
-                if target.startswith("/"):
-                    stack = stack[:1]
-                todo = split(target) + todo
-                continue
-            stack.append(child)
-        return stack[-1]
+    # -- FileBackedFS --
 
-    # -- ImageFS --
+    def _root(self) -> _Inode:
+        return self._inode(ROOT_INO)
 
-    def lstat(self, path: str) -> Stat:
-        with self._guard(path):
-            inode = self._lookup(path)
-            return Stat(FileKind.from_mode(inode.mode), inode.mode, inode.size, inode.uid,
-                        inode.gid, inode.mtime)
+    def _child(self, directory: _Inode, name: str) -> _Inode | None:
+        ino = self._entries(directory).get(name)
+        return None if ino is None else self._inode(ino)
 
-    def listdir(self, path: str) -> list[str]:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if not _stat.S_ISDIR(inode.mode):
-                raise StrataError(f"{self.label}:{path}: not a directory",
-                                  kind=ErrorKind.INVALID, errno=errno.ENOTDIR)
-            return list(self._entries(inode))
+    def _link_target(self, link: _Inode) -> str:
+        return os.fsdecode(self._symlink_target(link))
 
-    def read(self, path: str, *, limit: int | None = None) -> bytes:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if not _stat.S_ISREG(inode.mode):
-                raise StrataError(f"{self.label}:{path}: not a regular file",
-                                  kind=ErrorKind.INVALID)
-            return self._read_data(inode, limit)
+    def _names(self, directory: _Inode) -> list[str]:
+        return list(self._entries(directory))
 
-    def readlink(self, path: str) -> str:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if not _stat.S_ISLNK(inode.mode):
-                raise StrataError(f"{self.label}:{path}: not a symbolic link",
-                                  kind=ErrorKind.INVALID, errno=errno.EINVAL)
-            return os.fsdecode(self._symlink_target(inode))
+    def _contents(self, regular: _Inode, limit: int | None) -> bytes:
+        return self._read_data(regular, limit)
 
-    def getxattr(self, path: str, name: str) -> bytes | None:
-        with self._guard(path):
-            return self._xattr(self._lookup(path), os.fsencode(name))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _not_found(label: str, path: str) -> StrataError:
-    return StrataError(f"{label}:{path}: No such file or directory", kind=ErrorKind.NOT_FOUND,
-                       errno=errno.ENOENT)
+    def _xattr(self, node: _Inode, name: str) -> bytes | None:
+        wanted = os.fsencode(name)
+        if wanted == b"system.data":  # inline-data storage, not an attribute (kernel hides it)
+            return None
+        for full, value in self._xattrs(node):
+            if full == wanted:
+                return value
+        return None

@@ -15,17 +15,14 @@ The export (NFS lookup) table is never needed and is ignored.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import errno
 import os
 import stat as _stat
 import struct
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from strata.errors import ErrorKind, StrataError
-from strata.images.base import MAX_SYMLINK_HOPS, FileKind, ImageFS, Stat, split
+from strata.images.filebacked import CorruptError, FileBackedFS, LruCache, one_line
 from strata.record import record, replace
 
 MAGIC = 0x73717368  # "hsqs"
@@ -81,10 +78,6 @@ _TYPE_BITS = {
     _InodeType.FIFO: _stat.S_IFIFO,
     _InodeType.SOCKET: _stat.S_IFSOCK,
 }
-
-
-class _CorruptError(Exception):
-    """Raised deep in the parser; public methods turn it into a StrataError naming the path."""
 
 
 @record
@@ -177,13 +170,9 @@ class _Inode:
     target: bytes = b""
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # --- decompressors --------------------------------------------------------------------------
 # Each takes the compressed bytes and the largest size the output may have, and raises
-# _CorruptError on bad input or output that would exceed that size (no decompression bombs).
+# CorruptError on bad input or output that would exceed that size (no decompression bombs).
 
 Decompressor = Callable[[bytes, int], bytes]
 
@@ -194,9 +183,9 @@ def _zlib(data: bytes, limit: int) -> bytes:
     d = zlib.decompressobj()
     out = d.decompress(data, limit + 1)
     if len(out) > limit:
-        raise _CorruptError(f"block decompresses to more than {limit} bytes")
+        raise CorruptError(f"block decompresses to more than {limit} bytes")
     if not d.eof:
-        raise _CorruptError("truncated gzip block")
+        raise CorruptError("truncated gzip block")
     return out
 
 
@@ -207,9 +196,9 @@ def _lzma_with(fmt: int) -> Decompressor:
         d = lzma.LZMADecompressor(format=fmt)
         out = d.decompress(data, max_length=limit + 1)
         if len(out) > limit:
-            raise _CorruptError(f"block decompresses to more than {limit} bytes")
+            raise CorruptError(f"block decompresses to more than {limit} bytes")
         if not d.eof:
-            raise _CorruptError("truncated xz/lzma block")
+            raise CorruptError("truncated xz/lzma block")
         return out
 
     return run
@@ -230,10 +219,10 @@ def _zstd(data: bytes, limit: int) -> bytes:
     # max_output_size, so check the declaration first.
     declared = zstandard.frame_content_size(data)
     if declared > limit:
-        raise _CorruptError(f"block declares {declared} bytes, more than {limit}")
+        raise CorruptError(f"block declares {declared} bytes, more than {limit}")
     out: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
     if len(out) > limit:
-        raise _CorruptError(f"block decompresses to more than {limit} bytes")
+        raise CorruptError(f"block decompresses to more than {limit} bytes")
     return out
 
 
@@ -251,7 +240,7 @@ def _lzo_or_none() -> Decompressor | None:
 
 
 def make_decompressor(comp: Compression, label: str) -> Decompressor:
-    """The decompression function for `comp`, wrapped so any library error is _CorruptError."""
+    """The decompression function for `comp`, wrapped so any library error is CorruptError."""
     fn: Decompressor | None
     if comp is Compression.GZIP:
         fn = _zlib
@@ -282,10 +271,10 @@ def make_decompressor(comp: Compression, label: str) -> Decompressor:
     def guarded(data: bytes, limit: int) -> bytes:
         try:
             return inner(data, limit)
-        except _CorruptError:
+        except CorruptError:
             raise
         except Exception as e:  # zlib.error, LZMAError, LZ4BlockError, ZstdError, lzo.error
-            raise _CorruptError(f"{name} decompression failed: {_one_line(e)}") from e
+            raise CorruptError(f"{name} decompression failed: {one_line(e)}") from e
 
     return guarded
 
@@ -309,7 +298,7 @@ class _Cursor:
             data, nxt = self.fs._meta_block(self.block)
             if self.offset >= len(data):
                 if self.offset > len(data):
-                    raise _CorruptError(
+                    raise CorruptError(
                         f"offset {self.offset} beyond metadata block at {self.block}")
                 self.block, self.offset = nxt, 0
                 continue
@@ -346,132 +335,55 @@ _MAX_SYMLINK = 65535
 _Entry = tuple[int, int]  # (inode ref, directory entry type)
 
 
-class SquashfsFS(ImageFS):
+class SquashfsFS(FileBackedFS[_Inode]):
     """A squashfs 4.0 filesystem in `path`, starting `offset` bytes in and `size` bytes long
     (default: to the end of the file). Compressors: gzip, xz, lzma, lz4, zstd, and lzo if the
     `lzo` module is importable."""
 
+    FORMAT = "squashfs image"
+
     def __init__(self, path: str, offset: int = 0, size: int | None = None) -> None:
-        self.label = path
-        self._fd = -1
-        self._meta_cache: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
-        self._frag_cache: OrderedDict[int, bytes] = OrderedDict()
-        self._dir_cache: OrderedDict[int, dict[str, _Entry]] = OrderedDict()
+        self._meta_cache: LruCache[int, tuple[bytes, int]] = LruCache(512)
+        self._frag_cache: LruCache[int, bytes] = LruCache(8)
+        self._dir_cache: LruCache[int, dict[str, _Entry]] = LruCache(256)
         self._ids: tuple[int, ...] | None = None
         self._frag_index: tuple[int, ...] | None = None
         self._xattr_table: tuple[int, int, tuple[int, ...]] | None = None
-        try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            end = os.lseek(self._fd, 0, os.SEEK_END)
-        except OSError as e:
-            self.close()
-            raise StrataError.from_os(e, path) from e
-        try:
-            if offset < 0 or offset > end or (size is not None and (
-                    size < 0 or offset + size > end)):
-                raise StrataError(
-                    f"{path}: region at offset {offset} (size {size}) lies outside the "
-                    f"{end}-byte file", kind=ErrorKind.INVALID)
-            self._offset = offset
-            self._size = end - offset if size is None else size
-            try:
-                if self._size < SUPERBLOCK_SIZE:
-                    raise ValueError(f"only {self._size} bytes")
-                self.superblock = parse_superblock(self._pread(0, SUPERBLOCK_SIZE))
-            except ValueError as e:  # the wrong kind of file, rather than a damaged one
-                raise StrataError(f"{path}: not a valid squashfs 4.0 image: {e}",
-                                  kind=ErrorKind.INVALID) from None
-            sb = self.superblock
-            if sb.bytes_used > self._size:
-                raise _CorruptError(f"truncated: superblock says {sb.bytes_used} bytes, "
-                                    f"only {self._size} present")
-            self._decompress = make_decompressor(sb.compression, path)
-            if sb.compression is Compression.LZ4 and sb.flags & _FLAG_COMP_OPT:
-                version, _ = struct.unpack("<II", _Cursor(self, SUPERBLOCK_SIZE, 0).read(8))
-                if version != 1:
-                    raise _CorruptError(f"unsupported lz4 format version {version}")
-            self._root = self._inode(sb.root_inode)
-            if self._root.itype not in (_InodeType.DIR, _InodeType.LDIR):
-                raise _CorruptError("root inode is not a directory")
-        except _CorruptError as e:
-            self.close()
-            raise StrataError(f"{path}: corrupt squashfs image: {e}",
-                              kind=ErrorKind.INVALID) from None
-        except StrataError:
-            self.close()
-            raise
-        except (struct.error, IndexError, ValueError, OverflowError) as e:
-            self.close()
-            raise StrataError(f"{path}: corrupt squashfs image: {_one_line(e)}",
-                              kind=ErrorKind.INVALID) from None
-        except OSError as e:
-            self.close()
-            raise StrataError.from_os(e, path) from e
+        super().__init__(path, offset, size)
 
-    # -- plumbing --
+    def _load(self) -> None:
+        self.superblock = sb = self._read_superblock(parse_superblock, 0, SUPERBLOCK_SIZE,
+                                                     "squashfs 4.0 image")
+        if sb.bytes_used > self._size:
+            raise CorruptError(f"truncated: superblock says {sb.bytes_used} bytes, "
+                                f"only {self._size} present")
+        self._decompress = make_decompressor(sb.compression, self.label)
+        if sb.compression is Compression.LZ4 and sb.flags & _FLAG_COMP_OPT:
+            version, _ = struct.unpack("<II", _Cursor(self, SUPERBLOCK_SIZE, 0).read(8))
+            if version != 1:
+                raise CorruptError(f"unsupported lz4 format version {version}")
+        self._root_inode = self._inode(sb.root_inode)
+        if self._root_inode.itype not in (_InodeType.DIR, _InodeType.LDIR):
+            raise CorruptError("root inode is not a directory")
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        # the descriptor is a raw int, which the garbage collector would not close for us
-        if getattr(self, "_fd", -1) >= 0:
-            self.close()
-
-    def _pread(self, pos: int, n: int) -> bytes:
-        if pos < 0 or n < 0 or pos + n > self._size:
-            raise _CorruptError(
-                f"read of {n} bytes at {pos} is outside the {self._size}-byte image")
-        if self._fd < 0:
-            raise StrataError(f"{self.label}: image is already closed", kind=ErrorKind.USAGE)
-        parts: list[bytes] = []
-        while n > 0:
-            chunk = os.pread(self._fd, n, self._offset + pos)
-            if not chunk:
-                raise _CorruptError(f"short read at {pos}")
-            parts.append(chunk)
-            pos += len(chunk)
-            n -= len(chunk)
-        return b"".join(parts)
-
-    @contextlib.contextmanager
-    def _guard(self, path: str) -> Iterator[None]:
-        where = f"{self.label}:{path}"
-        try:
-            yield
-        except _CorruptError as e:
-            raise StrataError(f"{where}: corrupt squashfs image: {e}",
-                              kind=ErrorKind.INVALID) from None
-        except (struct.error, IndexError, ValueError, OverflowError, KeyError,
-                RecursionError, MemoryError) as e:
-            raise StrataError(f"{where}: corrupt squashfs image: {_one_line(e)}",
-                              kind=ErrorKind.INVALID) from None
-        except OSError as e:
-            raise StrataError.from_os(e, where) from e
+    # -- tables --
 
     def _meta_block(self, pos: int) -> tuple[bytes, int]:
         """Decompressed metadata block at absolute `pos`, and where the next one starts."""
         hit = self._meta_cache.get(pos)
         if hit is not None:
-            self._meta_cache.move_to_end(pos)
             return hit
         if pos + 2 > self.superblock.bytes_used:
-            raise _CorruptError(f"metadata block at {pos} is beyond the end of the image")
+            raise CorruptError(f"metadata block at {pos} is beyond the end of the image")
         (header,) = struct.unpack("<H", self._pread(pos, 2))
         length = header & ~_META_UNCOMPRESSED & 0xFFFF
         if length == 0 or length > METADATA_SIZE or pos + 2 + length > self.superblock.bytes_used:
-            raise _CorruptError(f"bad metadata block header at {pos}")
+            raise CorruptError(f"bad metadata block header at {pos}")
         raw = self._pread(pos + 2, length)
         data = raw if header & _META_UNCOMPRESSED else self._decompress(raw, METADATA_SIZE)
         if not data:
-            raise _CorruptError(f"empty metadata block at {pos}")
-        result = (data, pos + 2 + length)
-        self._meta_cache[pos] = result
-        if len(self._meta_cache) > 512:
-            self._meta_cache.popitem(last=False)
-        return result
+            raise CorruptError(f"empty metadata block at {pos}")
+        return self._meta_cache.put(pos, (data, pos + 2 + length))
 
     def _table(self, start: int, entries: int, entry_size: int) -> tuple[int, ...]:
         """The metadata block pointers of an indexed table (id, fragment, xattr id)."""
@@ -480,7 +392,7 @@ class SquashfsFS(ImageFS):
         pointers = struct.unpack(f"<{count}Q", raw)
         for p in pointers:
             if p >= self.superblock.bytes_used:
-                raise _CorruptError(f"table pointer {p} is beyond the end of the image")
+                raise CorruptError(f"table pointer {p} is beyond the end of the image")
         return pointers
 
     def _table_entry(self, pointers: tuple[int, ...], index: int, fmt: struct.Struct) -> tuple[
@@ -488,14 +400,14 @@ class SquashfsFS(ImageFS):
         byte = index * fmt.size
         block, offset = divmod(byte, METADATA_SIZE)
         if block >= len(pointers):
-            raise _CorruptError(f"table index {index} out of range")
+            raise CorruptError(f"table index {index} out of range")
         return _Cursor(self, pointers[block], offset).unpack(fmt)
 
     def _id(self, index: int) -> int:
         if self._ids is None:
             sb = self.superblock
             if sb.no_ids == 0:
-                raise _CorruptError("id table is empty")
+                raise CorruptError("id table is empty")
             pointers = self._table(sb.id_table_start, sb.no_ids, 4)
             ids: list[int] = []
             per_block = METADATA_SIZE // 4
@@ -504,7 +416,7 @@ class SquashfsFS(ImageFS):
                 ids.extend(struct.unpack(f"<{n}I", _Cursor(self, pointer, 0).read(4 * n)))
             self._ids = tuple(ids)
         if index >= len(self._ids):
-            raise _CorruptError(f"uid/gid index {index} out of range ({len(self._ids)} ids)")
+            raise CorruptError(f"uid/gid index {index} out of range ({len(self._ids)} ids)")
         return self._ids[index]
 
     # -- inodes --
@@ -513,13 +425,13 @@ class SquashfsFS(ImageFS):
         sb = self.superblock
         block, offset = ref >> 16, ref & 0xFFFF
         if offset >= METADATA_SIZE:
-            raise _CorruptError(f"bad inode reference 0x{ref:x}")
+            raise CorruptError(f"bad inode reference 0x{ref:x}")
         cur = _Cursor(self, sb.inode_table_start + block, offset)
         itype_raw, perm, uid_idx, gid_idx, mtime, _ino = cur.unpack(_BASE)
         try:
             itype = _InodeType(itype_raw)
         except ValueError:
-            raise _CorruptError(f"unknown inode type {itype_raw}") from None
+            raise CorruptError(f"unknown inode type {itype_raw}") from None
         kind = itype if itype <= _InodeType.SOCKET else _InodeType(itype - 7)
         base = _Inode(itype=itype, mode=_TYPE_BITS[kind] | (perm & 0o7777),
                       uid=self._id(uid_idx), gid=self._id(gid_idx), mtime=mtime, size=0)
@@ -540,7 +452,7 @@ class SquashfsFS(ImageFS):
         if itype in (_InodeType.SYMLINK, _InodeType.LSYMLINK):
             _nlink, tsize = cur.unpack(_SYMLINK)
             if tsize > _MAX_SYMLINK:
-                raise _CorruptError(f"symlink target length {tsize} is implausible")
+                raise CorruptError(f"symlink target length {tsize} is implausible")
             target = cur.read(tsize)
             xattr = cur.unpack(_U32)[0] if itype is _InodeType.LSYMLINK else NO_XATTR
             return replace(base, size=tsize, target=target, xattr=xattr)
@@ -560,7 +472,6 @@ class SquashfsFS(ImageFS):
         key = (inode.dir_block << 16) | inode.dir_offset
         hit = self._dir_cache.get(key)
         if hit is not None:
-            self._dir_cache.move_to_end(key)
             return hit
         entries: dict[str, _Entry] = {}
         # file_size counts 3 bytes for the implicit "." and ".." entries.
@@ -571,79 +482,39 @@ class SquashfsFS(ImageFS):
             count, start_block, _ino = cur.unpack(_DIR_HEADER)
             remaining -= _DIR_HEADER.size
             if count >= _DIR_COUNT_MAX:
-                raise _CorruptError(f"directory header claims {count + 1} entries")
+                raise CorruptError(f"directory header claims {count + 1} entries")
             for _ in range(count + 1):
                 offset, _delta, etype, nsize = cur.unpack(_DIR_ENTRY)
                 name = cur.read(nsize + 1)
                 remaining -= _DIR_ENTRY.size + nsize + 1
                 if b"/" in name or b"\0" in name or name in (b".", b".."):
-                    raise _CorruptError(f"invalid directory entry name {name!r}")
+                    raise CorruptError(f"invalid directory entry name {name!r}")
                 entries[os.fsdecode(name)] = ((start_block << 16) | offset, etype)
         if remaining < 0:
-            raise _CorruptError("directory listing overruns its size")
-        self._dir_cache[key] = entries
-        if len(self._dir_cache) > 256:
-            self._dir_cache.popitem(last=False)
-        return entries
-
-    def _lookup(self, path: str, *, follow: bool = False) -> _Inode:
-        """Walk `path` from the root; intermediate symlinks are followed inside the image, the
-        last component only when `follow`."""
-        todo = split(path)
-        stack = [self._root]
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if len(stack) > 1:
-                    stack.pop()
-                continue
-            parent = stack[-1]
-            if not _stat.S_ISDIR(parent.mode):
-                raise _not_found(self.label, path)
-            entry = self._entries(parent).get(part)
-            if entry is None:
-                raise _not_found(self.label, path)
-            child = self._inode(entry[0])
-            if _stat.S_ISLNK(child.mode) and (todo or follow):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise StrataError(f"{self.label}:{path}: too many levels of symbolic links",
-                                      kind=ErrorKind.INVALID, errno=errno.ELOOP)
-                target = os.fsdecode(child.target)
-                if target.startswith("/"):
-                    stack = stack[:1]
-                todo = split(target) + todo
-                continue
-            stack.append(child)
-        return stack[-1]
+            raise CorruptError("directory listing overruns its size")
+        return self._dir_cache.put(key, entries)
 
     # -- file data --
 
     def _fragment(self, index: int) -> bytes:
         hit = self._frag_cache.get(index)
         if hit is not None:
-            self._frag_cache.move_to_end(index)
             return hit
         sb = self.superblock
         if index >= sb.fragments:
-            raise _CorruptError(f"fragment {index} out of range ({sb.fragments} fragments)")
+            raise CorruptError(f"fragment {index} out of range ({sb.fragments} fragments)")
         if self._frag_index is None:
             self._frag_index = self._table(sb.fragment_table_start, sb.fragments,
                                            _FRAG_ENTRY.size)
         start, size, _ = self._table_entry(self._frag_index, index, _FRAG_ENTRY)
-        data = self._data_block(start, size, sb.block_size)
-        self._frag_cache[index] = data
-        if len(self._frag_cache) > 8:
-            self._frag_cache.popitem(last=False)
-        return data
+        return self._frag_cache.put(index, self._data_block(start, size, sb.block_size))
 
     def _data_block(self, start: int, size_field: int, limit: int) -> bytes:
         length = size_field & ~_BLOCK_UNCOMPRESSED
         if length > self.superblock.block_size:
-            raise _CorruptError(f"data block of {length} bytes exceeds the block size")
+            raise CorruptError(f"data block of {length} bytes exceeds the block size")
         if start + length > self.superblock.bytes_used:
-            raise _CorruptError(f"data block at {start} is beyond the end of the image")
+            raise CorruptError(f"data block at {start} is beyond the end of the image")
         raw = self._pread(start, length)
         if size_field & _BLOCK_UNCOMPRESSED:
             return raw
@@ -670,16 +541,16 @@ class SquashfsFS(ImageFS):
                 data = self._data_block(pos, field, expected)
                 pos += field & ~_BLOCK_UNCOMPRESSED
                 if len(data) != expected:
-                    raise _CorruptError(f"block {i} holds {len(data)} bytes, expected {expected}")
+                    raise CorruptError(f"block {i} holds {len(data)} bytes, expected {expected}")
                 out += data
         if len(out) < want and has_frag:
             tail = size - nblocks * bs
             frag = self._fragment(inode.fragment)
             if inode.frag_offset + tail > len(frag):
-                raise _CorruptError(f"fragment {inode.fragment} is too short for the file tail")
+                raise CorruptError(f"fragment {inode.fragment} is too short for the file tail")
             out += frag[inode.frag_offset:inode.frag_offset + tail]
         if len(out) < want:
-            raise _CorruptError(f"file data ends after {len(out)} of {want} bytes")
+            raise CorruptError(f"file data ends after {len(out)} of {want} bytes")
         return bytes(out[:want])
 
     # -- xattrs --
@@ -688,13 +559,13 @@ class SquashfsFS(ImageFS):
         sb = self.superblock
         if self._xattr_table is None:
             if sb.xattr_id_table_start == NO_TABLE:
-                raise _CorruptError("inode has xattrs but the image has no xattr table")
+                raise CorruptError("inode has xattrs but the image has no xattr table")
             table_start, ids, _ = struct.unpack("<QII", self._pread(sb.xattr_id_table_start, 16))
             pointers = self._table(sb.xattr_id_table_start + 16, ids, _XATTR_ID.size)
             self._xattr_table = (table_start, ids, pointers)
         table_start, ids, pointers = self._xattr_table
         if index >= ids:
-            raise _CorruptError(f"xattr id {index} out of range ({ids} ids)")
+            raise CorruptError(f"xattr id {index} out of range ({ids} ids)")
         ref, count, _size = self._table_entry(pointers, index, _XATTR_ID)
         cur = _Cursor(self, table_start + (ref >> 16), ref & 0xFFFF)
         for _ in range(count):
@@ -704,7 +575,7 @@ class SquashfsFS(ImageFS):
             if etype & _XATTR_VALUE_OOL:
                 # The value is stored once elsewhere; here is an 8-byte reference to it.
                 if vsize != 8:
-                    raise _CorruptError(f"out-of-line xattr reference of {vsize} bytes")
+                    raise CorruptError(f"out-of-line xattr reference of {vsize} bytes")
                 (vref,) = cur.unpack(_U64)
                 vcur = _Cursor(self, table_start + (vref >> 16), vref & 0xFFFF)
                 (vsize,) = vcur.unpack(_U32)
@@ -715,50 +586,29 @@ class SquashfsFS(ImageFS):
             if full is not None:
                 yield full, value
 
-    # -- ImageFS --
+    # -- FileBackedFS --
 
-    def lstat(self, path: str) -> Stat:
-        with self._guard(path):
-            inode = self._lookup(path)
-            return Stat(FileKind.from_mode(inode.mode), inode.mode, inode.size, inode.uid,
-                        inode.gid, inode.mtime)
+    def _root(self) -> _Inode:
+        return self._root_inode
 
-    def listdir(self, path: str) -> list[str]:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if not _stat.S_ISDIR(inode.mode):
-                raise StrataError(f"{self.label}:{path}: not a directory",
-                                  kind=ErrorKind.INVALID, errno=errno.ENOTDIR)
-            return list(self._entries(inode))
+    def _child(self, directory: _Inode, name: str) -> _Inode | None:
+        entry = self._entries(directory).get(name)
+        return None if entry is None else self._inode(entry[0])
 
-    def read(self, path: str, *, limit: int | None = None) -> bytes:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if not _stat.S_ISREG(inode.mode):
-                raise StrataError(f"{self.label}:{path}: not a regular file",
-                                  kind=ErrorKind.INVALID)
-            return self._read_file(inode, limit)
+    def _link_target(self, link: _Inode) -> str:
+        return os.fsdecode(link.target)
 
-    def readlink(self, path: str) -> str:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if not _stat.S_ISLNK(inode.mode):
-                raise StrataError(f"{self.label}:{path}: not a symbolic link",
-                                  kind=ErrorKind.INVALID, errno=errno.EINVAL)
-            return os.fsdecode(inode.target)
+    def _names(self, directory: _Inode) -> list[str]:
+        return list(self._entries(directory))
 
-    def getxattr(self, path: str, name: str) -> bytes | None:
-        with self._guard(path):
-            inode = self._lookup(path)
-            if inode.xattr == NO_XATTR:
-                return None
-            wanted = os.fsencode(name)
-            for full, value in self._xattrs(inode.xattr):
-                if full == wanted:
-                    return value
+    def _contents(self, regular: _Inode, limit: int | None) -> bytes:
+        return self._read_file(regular, limit)
+
+    def _xattr(self, node: _Inode, name: str) -> bytes | None:
+        if node.xattr == NO_XATTR:
             return None
-
-
-def _not_found(label: str, path: str) -> StrataError:
-    return StrataError(f"{label}:{path}: No such file or directory", kind=ErrorKind.NOT_FOUND,
-                       errno=errno.ENOENT)
+        wanted = os.fsencode(name)
+        for full, value in self._xattrs(node.xattr):
+            if full == wanted:
+                return value
+        return None
