@@ -50,7 +50,7 @@ class Stat:
     mtime: int  # seconds
 
 
-MAX_SYMLINK_HOPS = 40
+MAX_SYMLINK_HOPS = 32  # systemd: CHASE_MAX (src/basic/chase.h)
 
 
 def split(path: str) -> list[str]:

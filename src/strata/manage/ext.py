@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +84,12 @@ def _streaming(progress: Progress | None) -> Iterator[None]:
         yield
         return
 
+    me = threading.get_ident()
+
     def forward(_level: int, message: str) -> None:
-        progress(message)
+        # only this operation's lines: a daemon answers reads on other threads meanwhile
+        if threading.get_ident() == me:
+            progress(message)
 
     with log.listen(forward):
         yield
