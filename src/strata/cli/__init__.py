@@ -27,6 +27,13 @@ Commands:
                             refresh)
   serve [OPTIONS]           The varlink daemon: org.avocado.Extensions and
                             io.systemd.sysext on /run/strata/strata.sock
+  build SPEC.yaml [-o DIR]  Build reproducible extension images from a spec:
+                            trees, files, .deb/.rpm packages, apt-get download
+  check [OPTIONS] IMAGE...  Check extension images before they reach a device:
+                            layout, release file, permissions, ELF libraries
+                            and glibc, conflicts (--host ROOT)
+  inspect [OPTIONS] IMAGE   Show an image without mounting it: format, sha256,
+                            release fields, file tree
 
 Run 'strata COMMAND --help' for a command's options. Invoked through a symlink
 named systemd-sysext or systemd-confext, strata acts as that command.
@@ -69,6 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from strata.cli import ext
 
             return ext.run(rest)
+        if cmd == "build":
+            from strata.cli import build
+
+            return build.run(rest)
+        if cmd == "check":
+            from strata.cli import check
+
+            return check.run(rest)
+        if cmd == "inspect":
+            from strata.cli import inspect
+
+            return inspect.run(rest)
         sys.stderr.write(f"strata: unknown command '{cmd}'\n\n{USAGE}")
         return 1
     except StrataError as e:
