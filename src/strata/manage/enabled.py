@@ -89,17 +89,16 @@ def read_links(root: str, version: str) -> list[EnabledLink]:
     parents: dict[str, str | None] = {}  # in-root directory -> host path, resolved once
     rel = os.path.relpath(directory, root)
     rel_dir = "/" if rel == "." else "/" + rel  # the directory as seen inside the root
+    prefix = f"{OS_RELEASES_DIR}/{version}/"
     for name in names:
         if name.startswith("."):
             continue
-        path = os.path.join(directory, name)
         try:
-            target = os.readlink(path)
+            target = os.readlink(directory + "/" + name)
         except OSError:
             continue  # not a symlink: not ours
-        in_root = f"{OS_RELEASES_DIR}/{version}/{name}"
         real = _follow(root, rel_dir, target, parents)
-        out.append(EnabledLink(link=name, target=target, real=real, in_root=in_root))
+        out.append(EnabledLink(link=name, target=target, real=real, in_root=prefix + name))
     return out
 
 
@@ -112,7 +111,8 @@ def _follow(root: str, rel_dir: str, target: str, parents: dict[str, str | None]
     in_root = posixpath.normpath(posixpath.join(rel_dir, target))
     if in_root.startswith("//"):
         in_root = in_root[1:]
-    parent = posixpath.dirname(in_root)
+    parent, _slash, base = in_root.rpartition("/")
+    parent = parent or "/"
     if parent not in parents:
         try:
             parents[parent] = chase(parent, root)
@@ -121,7 +121,7 @@ def _follow(root: str, rel_dir: str, target: str, parents: dict[str, str | None]
     host_parent = parents[parent]
     if host_parent is None:
         return None
-    real = os.path.join(host_parent, posixpath.basename(in_root))
+    real = os.path.join(host_parent, base)
     try:
         st = os.lstat(real)
         if _stat.S_ISLNK(st.st_mode):

@@ -127,15 +127,24 @@ def entry_at(root: str, directory: str, host_dir: str, fname: str, origin: str
     """The store entry for `host_dir/fname` (host_dir: `directory` resolved inside root), or
     None when it is not an image (or vanished)."""
     path = os.path.join(host_dir, fname)
-    in_root = os.path.join(directory, fname)
     try:
         st = os.lstat(path)
-        real = path
-        if _stat.S_ISLNK(st.st_mode):
+    except OSError:
+        return None  # vanished
+    return _entry(root, directory, fname, origin, path=path, st=st)
+
+
+def _entry(root: str, directory: str, fname: str, origin: str, *, path: str,
+           st: os.stat_result) -> StoreEntry | None:
+    """entry_at() for an entry already lstat()ed."""
+    in_root = os.path.join(directory, fname)
+    real = path
+    if _stat.S_ISLNK(st.st_mode):
+        try:
             real = chase(in_root, root)
             st = os.stat(real)
-    except (OSError, StrataError):
-        return None  # dangling or vanished: nothing to offer
+        except (OSError, StrataError):
+            return None  # dangling: nothing to offer
     is_dir = _stat.S_ISDIR(st.st_mode)
     if not is_dir and not _stat.S_ISREG(st.st_mode):
         return None
@@ -157,16 +166,23 @@ def scan(root: str) -> list[StoreEntry]:
         if host_dir is None:
             continue
         try:
-            names = sorted(os.listdir(host_dir))
+            with os.scandir(host_dir) as it:
+                listed = sorted((d.name, d) for d in it)
         except (NotADirectoryError, FileNotFoundError):
             continue
         except OSError as e:
             raise StrataError.from_os(e, f"Failed to read '{host_dir}'") from e
         origin = STORE_ORIGIN if directory == STORE_DIR else directory
-        for fname in names:
-            if directory in own_links and os.path.islink(os.path.join(host_dir, fname)):
+        skip_links = directory in own_links
+        for fname, d in listed:
+            # the directory entry's type comes with it: Strata's own links cost nothing
+            if skip_links and d.is_symlink():
                 continue
-            entry = entry_at(root, directory, host_dir, fname, origin)
+            try:
+                st = d.stat(follow_symlinks=False)
+            except OSError:
+                continue  # vanished
+            entry = _entry(root, directory, fname, origin, path=d.path, st=st)
             if entry is not None and entry.image_name not in found:
                 found[entry.image_name] = entry
     return list(found.values())
@@ -218,8 +234,9 @@ class Probe:
 _probe_cache: dict[tuple[str, str, tuple[int, ...]], Probe] = {}
 _CACHE_MAX = 4096
 
-#: what a directory image's release data depends on, below the image
-_RELEASE_DIRS = ("usr", "usr/lib", "usr/lib/extension-release.d", "etc",
+#: what a directory image's release data depends on, below the image (the daemon's read cache
+#: watches them too)
+RELEASE_DIRS = ("usr", "usr/lib", "usr/lib/extension-release.d", "etc",
                  "etc/extension-release.d")
 
 
@@ -227,7 +244,7 @@ def _tree_signature(entry: StoreEntry, found: Probe | None = None) -> tuple[int,
     """Inode and times of a directory image's release directories and release files: these
     change whenever its release data can have. None (do not cache) when one of them is a
     symlink, which would have to be resolved inside the image to know what it depends on."""
-    paths = [*_RELEASE_DIRS]
+    paths = [*RELEASE_DIRS]
     if found is not None:
         paths += [r.path.lstrip("/") for r in found.releases]
     sig: list[int] = [*entry.signature]

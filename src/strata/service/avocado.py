@@ -8,26 +8,34 @@ only imported by the long-running daemon, where their definition cost does not m
 
 Merge, Unmerge and Refresh answer one {message, done: true} reply; called with `more`, they
 first stream {message, done: false} progress replies (continues: true), one per step.
+
+List and Status are answered by their fast path (core.FastRead): the reply is built as JSON
+directly (`extension_json`, `status_json`: the same members asyncvarlink's conversion of the
+types below gives, a test checks it) and encoded once, then reused from the read cache while
+nothing it was read from changed. Their varlinkmethods remain for the IDL and for the calls
+the fast path leaves to asyncvarlink (with parameters, or oneway).
 """
 
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
-from typing import TypedDict, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypedDict, TypeVar
 
 from asyncvarlink import (
     AnnotatedResult,
     TypedVarlinkErrorReply,
     VarlinkErrorReply,
     VarlinkInterface,
+    VarlinkMethodReply,
     varlinkmethod,
 )
 from asyncvarlink.serviceinterface import InvalidParameter, PermissionDenied
 
 from strata.errors import ErrorKind, StrataError
 from strata.manage import api
-from strata.service.core import Emit, Service, current_call
-from strata.service.wire import wire_results
+from strata.service import readcache
+from strata.service.core import Emit, FastRead, Service, current_call
+from strata.service.wire import encode, wire_results
 
 INTERFACE = "org.avocado.Extensions"
 
@@ -83,6 +91,47 @@ def extension_status(s: api.ExtensionStatus) -> ExtensionStatus:
     return ExtensionStatus(name=s.name, version=s.version, isSysext=s.is_sysext,
                            isConfext=s.is_confext, isMerged=s.is_merged, origin=s.origin,
                            imageId=s.image_id)
+
+
+def extension_json(info: api.ExtensionInfo) -> dict[str, Any]:
+    """Extension as the wire has it (members in IDL order, a null one left out)."""
+    out: dict[str, Any] = {"name": info.name}
+    if info.version is not None:
+        out["version"] = info.version
+    out["path"] = info.path
+    out["isSysext"] = info.is_sysext
+    out["isConfext"] = info.is_confext
+    out["isDirectory"] = info.is_directory
+    return out
+
+
+def status_json(s: api.ExtensionStatus) -> dict[str, Any]:
+    """ExtensionStatus as the wire has it (members in IDL order, null ones left out)."""
+    out: dict[str, Any] = {"name": s.name}
+    if s.version is not None:
+        out["version"] = s.version
+    out["isSysext"] = s.is_sysext
+    out["isConfext"] = s.is_confext
+    out["isMerged"] = s.is_merged
+    if s.origin is not None:
+        out["origin"] = s.origin
+    if s.image_id is not None:
+        out["imageId"] = s.image_id
+    return out
+
+
+def list_answer(infos: Sequence[api.ExtensionInfo]) -> readcache.Answer:
+    """The encoded List reply, and the images it describes (for the read cache)."""
+    return readcache.Answer(
+        encode(VarlinkMethodReply({"extensions": [extension_json(i) for i in infos]})),
+        files=tuple(i.path for i in infos))
+
+
+def status_answer(rows: Sequence[api.ExtensionStatus]) -> readcache.Answer:
+    """The encoded Status reply, and the images it describes (for the read cache)."""
+    return readcache.Answer(
+        encode(VarlinkMethodReply({"extensions": [status_json(r) for r in rows]})),
+        files=tuple(r.path for r in rows if r.path))
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -199,6 +248,36 @@ class AvocadoExtensions(VarlinkInterface, name=INTERFACE):
 
     def __init__(self, service: Service) -> None:
         self._service = service
+        service.fast_reads[f"{INTERFACE}.List"] = self._fast(
+            f"{INTERFACE}.List", lambda: list_answer(service.manage.list_extensions(service.root)))
+        service.fast_reads[f"{INTERFACE}.Status"] = self._fast(
+            f"{INTERFACE}.Status", lambda: status_answer(service.manage.status(service.root)))
+
+    def _fast(self, key: str, compute: Callable[[], readcache.Answer]) -> FastRead:
+        """The fast path of a read without parameters (with any, asyncvarlink checks them)."""
+        service = self._service
+
+        def inputs(lstat: readcache.Lstats) -> list[readcache.Watched]:
+            return readcache.manage_inputs(service.root, lstat)
+
+        async def mapped(work: Awaitable[bytes]) -> bytes:
+            try:
+                return await work
+            except Exception as e:
+                raise to_error(e, Op.READ) from e
+
+        def handler(params: Mapping[str, Any], _more: bool, received: int
+                    ) -> bytes | Awaitable[bytes] | None:
+            if params:
+                return None
+            try:
+                got = service.read_cached(key, inputs if service.cache_manage else None,
+                                          compute, received)
+            except Exception as e:
+                raise to_error(e, Op.READ) from e
+            return got if isinstance(got, bytes) else mapped(got)
+
+        return handler
 
     async def _read(self, key: str, fn: Callable[[], AnnotatedResult]) -> AnnotatedResult:
         """A shared read (core.Service.read_shared): concurrent callers get the very same

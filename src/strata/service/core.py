@@ -6,6 +6,11 @@ Changes (merge, unmerge, refresh, enable, disable) run one at a time: an asyncio
 them in arrival order, and they run on a single worker thread (so even a caller that gave up
 waiting cannot start a second one early). Reads run on a small pool of their own, so Status
 and List are answered while a merge streams.
+
+Cached reads (readcache.py): a call first has the cached reply checked, on the event loop; a
+check made after a call arrived answers for it too (fifty clients asking at once cost one
+check), and the calls it finds stale share one computation that starts after it. So a reply
+always reflects the state after the call arrived.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,11 +29,17 @@ from strata.record import record
 if TYPE_CHECKING:
     from strata.service.auth import PeerCreds, Policy
     from strata.service.backend import Manage
+    from strata.service.readcache import Answer, Lstats, ReadCache, Watched
 
 T = TypeVar("T")
 
 #: a progress sink: one human-readable line at a time
 Emit = Callable[[str], None]
+
+#: a read's fast path: (call parameters, `more`, Service.checks_run when the call arrived) ->
+#: the encoded replies (or an awaitable of them), or None when this call takes asyncvarlink's
+#: ordinary path (parameters it does not handle itself)
+FastRead = Callable[[Mapping[str, Any], bool, int], "bytes | Awaitable[bytes] | None"]
 
 
 @record
@@ -76,7 +87,11 @@ class Service:
 
     def __init__(self, *, manage: Manage, root: str = "/", root_given: bool = False,
                  env: Mapping[str, str] | None = None, policy: Policy | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, cache: ReadCache | None = None,
+                 cache_manage: bool = False) -> None:
+        """`cache`: the read cache (None: every read is computed); `cache_manage`: whether
+        the management layer's reads may be cached too (only for the real one, whose inputs
+        the cache knows)."""
         from strata.service.auth import Policy
 
         self.manage = manage
@@ -91,8 +106,14 @@ class Service:
         self._changes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-change")
         self._per_uid: dict[int, int] = {}
         self.connections = 0
-        self._shared: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self._shared: dict[Hashable, asyncio.Future[Any]] = {}
         self._generation = 0  # changes completed
+        self.cache = cache
+        self.cache_manage = cache_manage and cache is not None
+        #: fully qualified method -> its fast path (registered by the interfaces)
+        self.fast_reads: dict[str, FastRead] = {}
+        self._checks: dict[str, tuple[int, bytes | None]] = {}  # key -> last check
+        self.checks_run = 0
 
     # --- connections ---------------------------------------------------------------------
 
@@ -127,7 +148,9 @@ class Service:
         """read(fn), shared by every caller that asks for `key` while it runs: fifty clients
         asking Status at once cost one Status. A caller never joins a read that started
         before the latest change through this service finished."""
-        slot = (key, self._generation)
+        return await self._share((key, self._generation), fn)
+
+    async def _share(self, slot: Hashable, fn: Callable[[], T]) -> T:
         fut = self._shared.get(slot)
         if fut is None:
             fut = asyncio.ensure_future(self.read(fn))
@@ -135,6 +158,36 @@ class Service:
             fut.add_done_callback(lambda _f: self._shared.pop(slot, None))
         result: T = await asyncio.shield(fut)
         return result
+
+    def read_cached(self, key: str, inputs: Callable[[Lstats], Iterable[Watched]] | None,
+                    compute: Callable[[], Answer], received: int
+                    ) -> bytes | Awaitable[bytes]:
+        """The encoded reply `compute` gives (on the read pool): from the cache while it is
+        valid (bytes, at once), else to be awaited. `inputs` says what the reply is read from
+        (readcache.py); None: never cached (but still shared by concurrent callers, as
+        read_shared). `received`: `checks_run` when the caller's request arrived.
+
+        A check made after the request arrived answers for it: a burst of calls read from the
+        sockets together costs one check, and the calls it finds stale share one computation,
+        which starts after it."""
+        cache = self.cache
+        if cache is None or inputs is None:
+            return self._payload(self.read_shared(key, compute))
+        last = self._checks.get(key)
+        if last is not None and last[0] > received and (
+                last[1] is not None or ("fill", key, last[0]) in self._shared):
+            round_, hit = last
+        else:
+            self.checks_run += 1
+            round_, hit = self.checks_run, cache.lookup(key)
+            self._checks[key] = (round_, hit)
+        if hit is not None:
+            return hit
+        return self._share(("fill", key, round_), lambda: cache.fill(key, inputs, compute))
+
+    @staticmethod
+    async def _payload(answer: Awaitable[Answer]) -> bytes:
+        return (await answer).payload
 
     @property
     def changing(self) -> bool:
@@ -157,6 +210,9 @@ class Service:
                 return await loop.run_in_executor(self._changes, _run_change, fn, sink.emit)
             finally:
                 self._generation += 1
+                self._checks.clear()
+                if self.cache is not None:
+                    self.cache.invalidate()
 
     async def drain(self) -> None:
         """Refuse new changes and wait for the running one (a merge is never cut short)."""
@@ -167,6 +223,8 @@ class Service:
     def close(self) -> None:
         self._reads.shutdown(wait=False, cancel_futures=True)
         self._changes.shutdown(wait=True)
+        if self.cache is not None:
+            self.cache.close()
 
 
 class _Sink:

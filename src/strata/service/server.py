@@ -139,7 +139,7 @@ class Listener:
         try:
             conn.setblocking(False)
             protocol = Connection(self._service, self._registry, creds, conn)
-            transport = Transport(self._loop, conn, conn, protocol, {"peercred": creds})
+            transport = Transport(self._loop, conn, protocol, {"peercred": creds})
         except BaseException:
             self._service.release(creds)
             raise
@@ -192,15 +192,24 @@ async def serve(options: ServeOptions, *, manage: Manage | None = None,
         sock = listen.bind_socket(options.socket_path, policy.gid)
     bound = os.stat(options.socket_path) if not activated else None
     where = "the socket passed by systemd" if activated else options.socket_path
+    service: Service | None = None
     try:
+        from strata.service.readcache import open_cache
+
+        real = backend.load()
         if manage is None:
-            manage = backend.load()
+            manage = real
         warm_up()
+        # The cache knows what the real management layer reads; a stand-in's reads are
+        # computed every time (io.systemd.sysext.List, from the engine, is cached either way).
         service = Service(manage=manage, root=root, root_given=options.root is not None,
-                          env=dict(environ), policy=policy, limits=options.limits)
+                          env=dict(environ), policy=policy, limits=options.limits,
+                          cache=open_cache(root), cache_manage=manage is real)
         listener = Listener(sock, service, build_registry(service))
     except BaseException:
         sock.close()
+        if service is not None:
+            service.close()
         raise
     stop = stop or asyncio.Event()
     handled: list[signal.Signals] = []

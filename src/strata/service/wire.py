@@ -1,12 +1,15 @@
 """How results go on the wire: asyncvarlink's conversion, with null members left out (systemd
 and libvarlink servers omit them, and a C client reading an optional string must find it
 absent rather than null), remembered for a result object handed to several callers (shared
-reads: fifty Status calls answered by one computation are converted once)."""
+reads: fifty Status calls answered by one computation are converted once); and the bytes of
+a whole reply, as asyncvarlink would write them, for replies the daemon keeps encoded (the
+read cache)."""
 
+import json
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from asyncvarlink import VarlinkInterface, varlinksignature
+from asyncvarlink import VarlinkInterface, VarlinkMethodReply, varlinksignature
 from asyncvarlink.conversion import ObjectVarlinkType, OOBTypeState, VarlinkType
 from asyncvarlink.types import JSONValue
 
@@ -58,3 +61,22 @@ def wire_results(cls: C) -> C:
         if signature is not None and not isinstance(signature.return_type, WireType):
             signature.return_type = WireType(signature.return_type)
     return cls
+
+
+def complete(reply: VarlinkMethodReply) -> VarlinkMethodReply:
+    """`reply` with "parameters" always present: asyncvarlink leaves an empty one out, and
+    libvarlink's clients take a reply without it for an invalid message (systemd always sends
+    it too)."""
+    if not reply.parameters:
+        reply.extensions = {**reply.extensions, "parameters": {}}
+    return reply
+
+
+#: asyncvarlink's own encoder settings (protocol.py), so that encoded replies are identical
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode(reply: VarlinkMethodReply) -> bytes:
+    """The message asyncvarlink would send for `reply` (parameters already in JSON form,
+    nulls left out), NUL included."""
+    return _ENCODER.encode(complete(reply).tojson()).encode("utf8") + b"\0"
