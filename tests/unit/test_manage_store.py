@@ -46,6 +46,11 @@ def test_image_stem(fname: str, is_dir: bool, stem: str | None) -> None:
     ("app-v2", "app", "v2"),
     ("app_1.0-rc1", "app", "1.0-rc1"),
     ("-1.0", "-1.0", None),
+    ("tools-1.0-x86-64", "tools", "1.0"),  # strata build's default name
+    ("tools-1.0_arm64", "tools", "1.0"),
+    ("python3-tools-1.0", "python3-tools", "1.0"),
+    ("my-sysext-v0.1.0-1-azlinux3-x86-64", "my-sysext", "v0.1.0-1-azlinux3"),  # Dalec's
+    ("lib2-foo", "lib2-foo", None),
 ])
 def test_split_version(stem: str, name: str, version: str | None) -> None:
     assert store.split_version(stem) == (name, version)

@@ -79,14 +79,28 @@ def image_stem(fname: str, *, is_dir: bool) -> str | None:
 
 def split_version(stem: str) -> tuple[str, str | None]:
     """(name, version from the file name): `foo_1.2` -> (foo, 1.2) at the first `_` (systemd's
-    convention), else `foo-bar-1.2` -> (foo-bar, 1.2) at the last `-`; only when the version
-    part holds a digit, so `my-app` and `my_app` stay whole."""
+    convention); else at the first `-` followed by a digit (or `v` and a digit, Dalec's
+    pattern): `foo-bar-1.2` -> (foo-bar, 1.2), `tools-v0.1.0-1-azlinux3` -> (tools, ...). A
+    trailing architecture (`-x86-64`, `_arm64`: strata build's default name pattern) is not
+    part of the version. `my-app` and `my_app` stay whole."""
+    from strata.arch import ALL
+
+    for arch in sorted(ALL, key=len, reverse=True):
+        for sep in ("-", "_"):
+            if stem.endswith(sep + arch) and len(stem) > len(arch) + 1:
+                stem = stem[: -len(arch) - 1]
+                break
+        else:
+            continue
+        break
     head, sep, tail = stem.partition("_")
     if sep and head and any(c.isdigit() for c in tail):
         return head, tail
-    head, sep, tail = stem.rpartition("-")
-    if sep and head and any(c.isdigit() for c in tail):
-        return head, tail
+    for i, ch in enumerate(stem):
+        if ch == "-" and i > 0:
+            rest = stem[i + 1:]
+            if rest[:1].isdigit() or (rest[:1] == "v" and rest[1:2].isdigit()):
+                return stem[:i], rest
     return stem, None
 
 
