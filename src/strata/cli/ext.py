@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from strata import log
 from strata.cli.output import dump_json, render_table, write
+from strata.cli.parsing import Parser
 from strata.errors import ErrorKind, StrataError
 
 if TYPE_CHECKING:
@@ -120,24 +120,6 @@ OPTION_NAMES = {"os_release": "--os-release", "priority": "--priority", "all": "
                 "unmount": "--unmount"}
 
 
-class _Formatter(argparse.HelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=100)
-
-
-class _Parser(argparse.ArgumentParser):
-    """One line on stderr and exit status 1, as every strata command fails."""
-
-    def error(self, message: str) -> NoReturn:
-        head, sep, rest = message.partition(": ")
-        if head.startswith("argument ") and sep and rest.startswith(("Failed", "Unknown")):
-            sys.stderr.write(rest + "\n")
-        elif head == "unrecognized arguments" and sep:
-            for arg in rest.split():
-                sys.stderr.write(f"{self.prog}: unrecognized option '{arg}'\n")
-        else:
-            sys.stderr.write(f"{self.prog}: {message}\n")
-        raise SystemExit(1)
 
 
 def _json_mode(value: str) -> str:
@@ -154,8 +136,8 @@ def _priority(value: str) -> int:
             f"Failed to parse --priority= value: {value} (an integer)") from None
 
 
-def build_parser() -> _Parser:
-    p = _Parser(prog=PROG, add_help=False, allow_abbrev=False, formatter_class=_Formatter)
+def build_parser() -> Parser:
+    p = Parser(PROG)
     p.add_argument("verb", nargs="?")
     p.add_argument("names", nargs="*")
     p.add_argument("-h", "--help", action="store_true")

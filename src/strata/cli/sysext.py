@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from strata import __version__, log
 from strata.cli.output import dump_json, format_timestamp, render_table, write
+from strata.cli.parsing import Parser
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass, MutableMode
 from strata.parse import parse_boolean
@@ -68,29 +69,6 @@ See strata-sysext(8) in docs/reference.md for details.
 """
 
 
-class _Formatter(argparse.HelpFormatter):
-    """A fixed width: argparse builds a formatter for every add_argument(), and the default
-    one asks the terminal for its size each time (our help text is our own anyway)."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=100)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that fails like systemd: one line on stderr, exit status 1."""
-
-    def error(self, message: str) -> NoReturn:
-        # argparse says "argument --x: <ours>" and "unrecognized arguments: --y"; print what
-        # systemd (getopt + its parsers) prints instead.
-        head, sep, rest = message.partition(": ")
-        if head.startswith("argument ") and sep and rest.startswith(("Failed", "Unknown")):
-            sys.stderr.write(rest + "\n")
-        elif head == "unrecognized arguments" and sep:
-            for arg in rest.split():
-                sys.stderr.write(f"{self.prog}: unrecognized option '{arg}'\n")
-        else:
-            sys.stderr.write(f"{self.prog}: {message}\n")
-        raise SystemExit(1)
 
 
 def _bool(option: str) -> Callable[[str], bool]:
@@ -109,8 +87,8 @@ def _json_mode(value: str) -> str:
     return value
 
 
-def build_parser(prog: str) -> _Parser:
-    p = _Parser(prog=prog, add_help=False, allow_abbrev=False, formatter_class=_Formatter)
+def build_parser(prog: str) -> Parser:
+    p = Parser(prog)
     p.add_argument("verb", nargs="?", default="status")
     p.add_argument("extra", nargs="*")
     p.add_argument("-h", "--help", action="store_true")
