@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=
 for t in mkfs.erofs mksquashfs mkfs.ext4 sfdisk setfattr unshare systemd-sysext dpkg-deb \
-         rpmbuild rpm2cpio; do
+         rpmbuild rpm2cpio veritysetup openssl systemd-dissect; do
   command -v "$t" >/dev/null 2>&1 || need_apt=1
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt=1
@@ -16,10 +16,10 @@ if [ -n "$need_apt" ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-pip erofs-utils squashfs-tools e2fsprogs fdisk util-linux \
-    attr systemd dpkg rpm rpm2cpio >/dev/null
+    attr systemd dpkg rpm rpm2cpio cryptsetup-bin openssl systemd-container >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import strata, pytest, hypothesis, asyncvarlink, varlink, yaml, elftools, arpy' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import strata, pytest, hypothesis, asyncvarlink, varlink, yaml, elftools, arpy, tuf, securesystemslib, cryptography' 2>/dev/null; then
   echo "== venv: installing Strata and its test tools into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true

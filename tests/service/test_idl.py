@@ -13,7 +13,7 @@ import varlink
 
 from tests.helpers import PEERS
 
-GOLDEN = ("org.avocado.Extensions", "io.systemd.sysext")
+GOLDEN = ("org.avocado.Extensions", "io.systemd.sysext", "io.strata.Extensions")
 
 
 def golden(name: str) -> str:
@@ -124,8 +124,8 @@ def test_service_introspection(address: str) -> None:
     with varlink.Client(address=address) as client, client.open("org.varlink.service") as svc:
         info = svc.GetInfo()
         assert info["vendor"] == "Strata"
-        assert info["interfaces"] == ["io.systemd.sysext", "org.avocado.Extensions",
-                                      "org.varlink.service"]
+        assert info["interfaces"] == ["io.strata.Extensions", "io.systemd.sysext",
+                                      "org.avocado.Extensions", "org.varlink.service"]
         name, m = members(svc.GetInterfaceDescription("org.varlink.service")["description"])
     assert name == "org.varlink.service"
     assert m["GetInfo"] == ("method", "()", "(vendor: string, product: string, version: "

@@ -17,7 +17,7 @@ S = "var/lib/strata/extensions"
     (["ext", "status", "extra"], "Too many arguments."),
     (["ext", "--json=yaml"], "Unknown argument to --json=: yaml"),
     (["ext", "list", "--priority=3"], "Option --priority is only valid with 'enable'."),
-    (["ext", "merge", "--all"], "Option --all is only valid with 'disable'."),
+    (["ext", "merge", "--all"], "Option --all is only valid with 'disable' and 'verify'."),
     (["ext", "refresh", "--unmount"], "Option --unmount is only valid with 'unmerge'."),
     (["ext", "status", "--os-release=1"],
      "Option --os-release is only valid with 'enable' and 'disable'."),

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strata.build import naming
 from strata.build.mkfs import (
@@ -40,6 +41,9 @@ from strata.build.tree import TreeInfo, finish_tree, remove_tree
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass
 from strata.record import record, replace
+
+if TYPE_CHECKING:
+    from strata.build.ddi import DdiInfo
 
 _MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
@@ -162,7 +166,10 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildRepor
     if fmt is not OutputFormat.DIRECTORY:
         from strata.build.mkfs import TOOLS
 
-        require_tool(TOOLS[fmt], f"build {fmt.value} images")
+        fs = spec.output.fs_format
+        require_tool(TOOLS[fs], f"build {fs.value} images")
+    if fmt is OutputFormat.DDI:
+        _check_ddi(spec, architecture, host_arch, progress)
     if any(isinstance(s, PackageSource) and s.path.suffix == ".rpm"
            for s in sources.effective_sources(spec)):
         require_tool("rpm2cpio", "extract .rpm packages")
@@ -229,7 +236,8 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildRepor
                       progress=progress)
             outputs.append(_write_image(spec, cls, tree, out_dir=out_dir,
                                         name=names[cls], epoch=epoch, temps=temps,
-                                        progress=progress))
+                                        progress=progress,
+                                        architecture=_ddi_arch(architecture, host_arch)))
 
         _commit(temps, out_dir, names)
         temps.clear()
@@ -255,16 +263,40 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildRepor
                        seconds=progress.elapsed(), staging=kept)
 
 
+def _ddi_arch(architecture: str, host_arch: str) -> str:
+    """The architecture of a DDI's partition types: an `_any` extension gets the build
+    host's (the DPS has no architecture-independent root partition type with verity)."""
+    return host_arch if architecture == "_any" else architecture
+
+
+def _check_ddi(spec: Spec, architecture: str, host_arch: str, progress: Progress) -> None:
+    """Before any work: the verity tools, the key files, a known partition type."""
+    from strata.build.ddi import require_tools
+    from strata.images.gpt import PartitionRole, type_uuid_for
+
+    o = spec.output
+    require_tools(o.verity)
+    for what, path in (("key", o.key), ("certificate", o.certificate)):
+        if path is not None and not path.is_file():
+            raise StrataError(f"output.{what}: {path}: No such file", kind=ErrorKind.NOT_FOUND)
+    arch = _ddi_arch(architecture, host_arch)
+    try:
+        type_uuid_for(PartitionRole.ROOT, arch)
+    except KeyError:
+        raise StrataError(f"no Discoverable Partitions root partition type for architecture "
+                          f"{arch}", kind=ErrorKind.INVALID) from None
+    if architecture == "_any":
+        progress.warn(f"a disk image's partition types are per architecture: the root "
+                      f"partition is typed for {arch} (set compatibility.architecture)")
+
+
 def _write_image(spec: Spec, cls: ExtClass, tree: Path, *, out_dir: Path, name: str,
-                 epoch: int, temps: dict[ExtClass, Path], progress: Progress) -> OutputFile:
+                 epoch: int, temps: dict[ExtClass, Path], progress: Progress,
+                 architecture: str) -> OutputFile:
     """Make `cls`'s output from its finished tree. For images the tool runs on a thread while
     this one digests the tree (the tool only reads it; mkfs.erofs uses one core): the erofs
     UUID derived from the digest is written into the image afterwards (mkfs.set_erofs_uuid),
-    giving the same bytes as the reported command."""
-    import threading
-
-    from strata.run import run
-
+    giving the same bytes as the reported command. A DDI wraps that image (build/ddi.py)."""
     fmt = spec.output.format
     final = out_dir / name
 
@@ -288,12 +320,49 @@ def _write_image(spec: Spec, cls: ExtClass, tree: Path, *, out_dir: Path, name: 
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
     os.close(fd)
     temps[cls] = Path(tmp)
-    opts = MkfsOptions(format=fmt, compression=spec.output.effective_compression, epoch=epoch,
+    if fmt is OutputFormat.DDI:
+        fs_tmp = tmp + ".fs"
+        try:
+            out = _write_fs(spec, tree, fs_tmp, final=str(final), name=name, epoch=epoch,
+                            progress=progress, what=cls.value)
+            progress.step(f"Wrapping the {cls.value} image in a disk image "
+                          f"(verity: {spec.output.verity.value})")
+            ddi = _make_ddi(spec, fs_tmp, tmp, architecture)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(fs_tmp)
+        if ddi.root_hash is not None:
+            progress.step(f"Root hash of the {cls.value} image: {ddi.root_hash}")
+        os.chmod(tmp, 0o644)
+        return replace(out(fmt), size=os.path.getsize(tmp), sha256=_sha256(Path(tmp)))
+    return _write_fs(spec, tree, tmp, final=str(final), name=name, epoch=epoch,
+                     progress=progress, what=cls.value)(fmt)
+
+
+def _make_ddi(spec: Spec, fs_image: str, out: str, architecture: str) -> DdiInfo:
+    from strata.build.ddi import make_ddi
+
+    o = spec.output
+    return make_ddi(fs_image, out, architecture=architecture, verity=o.verity,
+                    key=str(o.key) if o.key is not None else None,
+                    certificate=str(o.certificate) if o.certificate is not None else None)
+
+
+def _write_fs(spec: Spec, tree: Path, tmp: str, *, final: str, name: str, epoch: int,
+              progress: Progress, what: str) -> Callable[[OutputFormat], OutputFile]:
+    """Make the file system image at `tmp`; a function giving its OutputFile under a format
+    (the image's own, or ddi)."""
+    import threading
+
+    from strata.run import run
+
+    fs = spec.output.fs_format
+    opts = MkfsOptions(format=fs, compression=spec.output.effective_compression, epoch=epoch,
                        level=spec.output.level, cluster_size=spec.output.cluster_size,
-                       uuid=PLACEHOLDER_UUID if fmt is OutputFormat.EROFS else None,
+                       uuid=PLACEHOLDER_UUID if fs is OutputFormat.EROFS else None,
                        xattrs=spec.output.xattrs)
     argv = mkfs_argv(str(tree), tmp, opts)
-    progress.step(f"Writing the {cls.value} image with {argv[0]}")
+    progress.step(f"Writing the {what} image with {argv[0]}")
     failure: list[BaseException] = []
 
     def make() -> None:
@@ -312,13 +381,20 @@ def _write_image(spec: Spec, cls: ExtClass, tree: Path, *, out_dir: Path, name: 
     if failure:
         raise failure[0]
     image_uuid = None
-    if fmt is OutputFormat.EROFS:
+    if fs is OutputFormat.EROFS:
         image_uuid = uuid_from_digest(bytes.fromhex(info.digest) + name.encode())
         set_erofs_uuid(tmp, image_uuid)
         opts = replace(opts, uuid=image_uuid)
     os.chmod(tmp, 0o644)
-    shown = tuple(str(final) if a == tmp else a for a in mkfs_argv(str(tree), tmp, opts))
-    return output(info, os.path.getsize(tmp), _sha256(Path(tmp)), image_uuid, shown)
+    shown = tuple(final if a == tmp else a for a in mkfs_argv(str(tree), tmp, opts))
+    size, digest = os.path.getsize(tmp), _sha256(Path(tmp))
+
+    def out(fmt: OutputFormat) -> OutputFile:
+        return OutputFile(cls=what, path=final, format=fmt.value, size=size, sha256=digest,
+                          content_sha256=info.digest, uuid=image_uuid, files=info.files,
+                          directories=info.directories, symlinks=info.symlinks,
+                          command=shown)
+    return out
 
 
 @contextlib.contextmanager

@@ -63,6 +63,15 @@ class OutputFormat(enum.Enum):
     EROFS = "erofs"
     SQUASHFS = "squashfs"
     DIRECTORY = "directory"
+    DDI = "ddi"  # a GPT disk image (DPS) holding an erofs/squashfs root partition
+
+
+class Verity(enum.Enum):
+    """What protects a DDI's file system (mkosi's Verity=, systemd-repart's Verity=)."""
+
+    SIGNED = "signed"  # a dm-verity hash tree and a signed root hash
+    HASH = "hash"  # a hash tree; the root hash is stated by the partition UUIDs only
+    NONE = "none"  # no verity partitions
 
 
 class Compression(enum.Enum):
@@ -191,10 +200,21 @@ class Output:
     name: NamePattern = NamePattern.DEFAULT
     target: str | None = None  # <target> of the Dalec pattern
     xattrs: bool = False  # keep extended attributes of the staged files (not reproducible)
+    filesystem: OutputFormat | None = None  # ddi: the root partition's (erofs or squashfs)
+    verity: Verity = Verity.NONE  # ddi only
+    key: Path | None = None  # ddi with verity signed: PEM private key
+    certificate: Path | None = None  # ... and its PEM X.509 certificate
+
+    @property
+    def fs_format(self) -> OutputFormat:
+        """The file system the build makes: the format itself, or a DDI's file system."""
+        if self.format is OutputFormat.DDI:
+            return self.filesystem or OutputFormat.EROFS
+        return self.format
 
     @property
     def effective_compression(self) -> Compression:
-        return self.compression or FORMAT_COMPRESSION[self.format][0]
+        return self.compression or FORMAT_COMPRESSION[self.fs_format][0]
 
 
 @record
@@ -495,7 +515,8 @@ def parse_spec(text: str, path: Path) -> Spec:
         raise top.error("source_date_epoch", f"must be between 0 and {EPOCH_MAX}")
 
     output = _output(top.section("output", ("format", "compression", "level", "cluster_size",
-                                            "name", "target", "xattrs")))
+                                            "name", "target", "xattrs", "filesystem",
+                                            "verity", "key", "certificate")), base)
     normalize = _normalize(top.section("normalize", ("merged_bin", "etc", "exclude")), cls)
     sources = (*_dependencies(top), *_sources(top, base))
     services = _services(top.section("services", ("units", "restart", "reload_or_restart",
@@ -751,24 +772,59 @@ def _release_extra(top: _Section) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _output(s: _Section) -> Output:
+def _ddi(s: _Section, fmt: OutputFormat, base: Path
+         ) -> tuple[OutputFormat | None, Verity, Path | None, Path | None]:
+    """output.filesystem, .verity, .key and .certificate: a DDI's. Signed is the default
+    when a key is given, else hash; a key and certificate go with signed only."""
+    filesystem: OutputFormat | None = s.enum("filesystem", OutputFormat, None)
+    if fmt is not OutputFormat.DDI:
+        for key in ("filesystem", "verity", "key", "certificate"):
+            if s.has(key) and s.data[key] is not None:
+                raise s.error(key, "is an option of format: ddi")
+        return None, Verity.NONE, None, None
+    if filesystem is not None and filesystem not in (OutputFormat.EROFS, OutputFormat.SQUASHFS):
+        raise s.error("filesystem", f"a disk image holds erofs or squashfs, not "
+                      f"{filesystem.value}")
+    paths: dict[str, Path | None] = {}
+    for key in ("key", "certificate"):
+        raw = s.get(key, str, None)
+        paths[key] = None if raw is None else (base / raw if not Path(raw).is_absolute()
+                                               else Path(raw))
+    default = Verity.SIGNED if paths["key"] is not None else Verity.HASH
+    verity = s.enum("verity", Verity, default)
+    if verity is Verity.SIGNED:
+        for key in ("key", "certificate"):
+            if paths[key] is None:
+                raise s.error(key, "missing: verity: signed needs a key and a certificate "
+                              "(PEM files)")
+    else:
+        for key in ("key", "certificate"):
+            if paths[key] is not None:
+                raise s.error(key, f"is only used with verity: signed (verity is "
+                              f"{verity.value})")
+    return filesystem or OutputFormat.EROFS, verity, paths["key"], paths["certificate"]
+
+
+def _output(s: _Section, base: Path) -> Output:
     fmt = s.enum("format", OutputFormat, OutputFormat.EROFS)
+    filesystem, verity, key, certificate = _ddi(s, fmt, base)
+    fs = filesystem or fmt
     comp: Compression | None = s.enum("compression", Compression, None)
-    allowed = FORMAT_COMPRESSION[fmt]
+    allowed = FORMAT_COMPRESSION[fs]
     if comp is not None and comp not in allowed:
-        raise s.error("compression", f"'{comp.value}' is not available for {fmt.value} "
+        raise s.error("compression", f"'{comp.value}' is not available for {fs.value} "
                       f"(one of: {', '.join(c.value for c in allowed)})")
     effective = comp or allowed[0]
     level = s.get("level", int, None)
     if level is not None:
-        bounds = LEVELS.get((fmt, effective))
+        bounds = LEVELS.get((fs, effective))
         if bounds is None:
-            raise s.error("level", f"{fmt.value} with {effective.value} takes no level")
+            raise s.error("level", f"{fs.value} with {effective.value} takes no level")
         if not bounds[0] <= level <= bounds[1]:
             raise s.error("level", f"{effective.value} levels are {bounds[0]}..{bounds[1]}")
     cluster = s.get("cluster_size", int, None)
     if cluster is not None:
-        if fmt is not OutputFormat.EROFS:
+        if fs is not OutputFormat.EROFS:
             raise s.error("cluster_size", "is an erofs option")
         if cluster < 4096 or cluster % 4096:
             raise s.error("cluster_size", "must be a multiple of 4096 bytes")
@@ -780,4 +836,5 @@ def _output(s: _Section) -> Output:
         raise s.error("name", "the dalec pattern <name>-v<version>-<revision>-<target>-<arch> "
                       "needs output.target (e.g. bookworm)")
     return Output(format=fmt, compression=comp, level=level, cluster_size=cluster, name=name,
-                  target=target, xattrs=s.get("xattrs", bool, False))
+                  target=target, xattrs=s.get("xattrs", bool, False), filesystem=filesystem,
+                  verity=verity, key=key, certificate=certificate)

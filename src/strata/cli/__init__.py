@@ -34,6 +34,12 @@ Commands:
                             and glibc, conflicts (--host ROOT)
   inspect [OPTIONS] IMAGE   Show an image without mounting it: format, sha256,
                             release fields, file tree
+  publish IMAGE... --repo=DIR
+                            Publish images to a TUF repository (signed
+                            metadata, SHA256SUMS, sysupdate transfers)
+  update [--check|--apply]  Update the device's extensions from a TUF
+                            repository: verify, install, refresh, health
+                            check, roll back on failure
 
 Run 'strata COMMAND --help' for a command's options. Invoked through a symlink
 named systemd-sysext or systemd-confext, strata acts as that command.
@@ -88,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from strata.cli import inspect
 
             return inspect.run(rest)
+        if cmd == "publish":
+            from strata.cli import publish
+
+            return publish.run(rest)
+        if cmd == "update":
+            from strata.cli import update
+
+            return update.run(rest)
         sys.stderr.write(f"strata: unknown command '{cmd}'\n\n{USAGE}")
         return 1
     except StrataError as e:

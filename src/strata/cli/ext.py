@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from strata import log
+from strata.cli import lifecycle
 from strata.cli.output import dump_json, render_table, write
 from strata.cli.parsing import Parser
 from strata.errors import ErrorKind, StrataError
@@ -34,6 +35,14 @@ Commands:
   merge                   Merge the extensions enabled for the running OS release
   unmerge                 Unmerge all extensions
   refresh                 Merge the enabled set again
+  install SOURCE...       Validate and install images (file, URL, repository
+                          name) into the store
+  remove NAME...          Stop, disable, unmerge and delete extensions
+  info NAME               Everything about one extension
+  verify NAME...|--all    Check images against what install recorded
+  health [NAME...]        Merged, services active, files intact, libraries
+                          resolved
+  logs NAME               The journal of an extension's units
   -h --help               Show this help (COMMAND --help: that command's)
 
 Options:
@@ -45,8 +54,16 @@ Options:
                           running OS release)
      --priority=N         enable: stack position among independent extensions
                           (higher is higher up; default 0)
-     --all                disable: every enabled extension
+     --all                disable: every enabled extension; verify: every
+                          image in the store
      --unmount            unmerge: accepted; loop devices go with the overlays
+     --enable             install: also enable for the running OS release
+     --now                install: also refresh (implies --enable)
+     --image-policy=POLICY
+                          install: the image policy (default: strata.toml's)
+     --keep-files         remove: keep the images in the store
+     --force              remove: even if enabled extensions depend on it
+  -f --follow             logs: follow the journal
 
 See strata-ext(8) in docs/reference.md for the layout and the rules.
 """
@@ -111,11 +128,14 @@ unmerged.
 """,
 }
 
-VERBS = ("status", "list", "enable", "disable", "merge", "unmerge", "refresh", "help")
+VERB_HELP.update(lifecycle.HELP)
+
+VERBS = ("status", "list", "enable", "disable", "merge", "unmerge", "refresh",
+         *lifecycle.VERBS, "help")
 
 #: options that only some verbs take
-ONLY = {"os_release": ("enable", "disable"), "priority": ("enable",), "all": ("disable",),
-        "unmount": ("unmerge",)}
+ONLY = {"os_release": ("enable", "disable"), "priority": ("enable",),
+        "all": ("disable", "verify"), "unmount": ("unmerge",)}
 OPTION_NAMES = {"os_release": "--os-release", "priority": "--priority", "all": "--all",
                 "unmount": "--unmount"}
 
@@ -149,6 +169,7 @@ def build_parser() -> Parser:
     p.add_argument("--priority", type=_priority)
     p.add_argument("--all", action="store_true")
     p.add_argument("--unmount", action="store_true")
+    lifecycle.add_arguments(p)
     return p
 
 
@@ -240,7 +261,8 @@ def _check_options(ns: argparse.Namespace) -> None:
             allowed = " and ".join(f"'{v}'" for v in verbs)
             raise StrataError(f"Option {OPTION_NAMES[dest]} is only valid with {allowed}.",
                               kind=ErrorKind.USAGE)
-    if ns.names and ns.verb not in ("enable", "disable", "help"):
+    lifecycle.check_options(ns)
+    if ns.names and ns.verb not in ("enable", "disable", "help", *lifecycle.VERBS):
         raise StrataError("Too many arguments.", kind=ErrorKind.USAGE)
 
 
@@ -265,6 +287,8 @@ def run(argv: Sequence[str]) -> int:
                           kind=ErrorKind.NOT_FOUND)
     from strata.manage import ext
 
+    if ns.verb in lifecycle.VERBS:
+        return lifecycle.run(ns.verb, root, ns, os.environ)
     if ns.verb == "status":
         return _print_status(root, ns)
     if ns.verb == "list":

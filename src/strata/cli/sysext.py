@@ -63,6 +63,10 @@ Strata options:
      --engine=strata|systemd
                           Merge with Strata's own engine (default), or delegate to
                           the installed {program}
+     --verify=auto|dm-verity|userspace
+                          Check verity-protected images through dm-verity (auto:
+                          where the kernel has device-mapper), or in userspace: the
+                          whole hash tree and the signature before mounting
 
 Environment: SYSTEMD_{env}_HIERARCHIES, SYSTEMD_{env}_MUTABLE_MODE, SYSTEMD_OS_RELEASE.
 See strata-sysext(8) in docs/reference.md for details.
@@ -104,6 +108,7 @@ def build_parser(prog: str) -> Parser:
     p.add_argument("--mutable")
     p.add_argument("--atomic", type=_bool("--atomic"), default=True)
     p.add_argument("--engine", choices=("strata", "systemd"), default="strata")
+    p.add_argument("--verify")
     return p
 
 
@@ -179,7 +184,8 @@ def _settings(cls: ExtClass, ns: argparse.Namespace) -> Settings:
     from strata.engine.settings import resolve
 
     s = resolve(cls, os.environ, root=ns.root, force=ns.force, mutable=ns.mutable,
-                noexec=ns.noexec, no_reload=ns.no_reload, image_policy=ns.image_policy)
+                noexec=ns.noexec, no_reload=ns.no_reload, image_policy=ns.image_policy,
+                verify=ns.verify)
     if not ns.atomic:
         from strata.record import replace
 

@@ -1,8 +1,9 @@
 """Read what the planner needs from one image, without mounting anything.
 
-For each discovered image: its filesystem layout (raw images), its extension-release data as
-systemd would find it, whether it ships /usr/lib/os-release, whether dissect's
-VALIDATE_OS_EXT would accept it, and which hierarchies it has non-empty content for.
+For each discovered image: its filesystem layout (raw images) with its verity and signature
+partitions (GPT images), its extension-release data as systemd would find it, whether it ships
+/usr/lib/os-release, whether dissect's VALIDATE_OS_EXT would accept it, and which hierarchies
+it has non-empty content for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from strata.model import ExtClass, ImageType
 
 if TYPE_CHECKING:
     from strata.images import ImageLayout
+    from strata.images.verity import ImageVerity
 from strata.release import ReleaseLookup
 
 _RAW_SUFFIXES = (".xz", ".gz", ".bz2", ".sysext.raw", ".confext.raw", ".raw", ".qcow2", ".img",
@@ -126,8 +128,13 @@ def read_candidate(ext: Extension, cls: ExtClass, hierarchies: Sequence[str]) ->
                     "image (no os-release)", kind=ErrorKind.INVALID, errno=errno.ENOMEDIUM,
                     hint=f"name the release file after the image ({name}) or remove the image")
         content, problems = content_of(fs, hierarchies)
+        verity: tuple[ImageVerity, ...] = ()
+        if layout is not None and layout.partition is not None:
+            from strata.images.verity import read_verity
+
+            verity = read_verity(layout)
         return Candidate(ext=ext, release=release, forbidden=forbidden,
                          valid_extension_tree=valid, content=content, content_problems=problems,
-                         layout=layout)
+                         layout=layout, verity=verity)
     finally:
         fs.close()

@@ -15,13 +15,27 @@ from typing import TYPE_CHECKING
 from strata.discover import Extension
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass, ImageType, Scope
-from strata.record import record
+from strata.record import record, replace
 from strata.release import HostRelease, ReleaseLookup, check_compatibility
 from strata.versions import strverscmp_improved
 
 if TYPE_CHECKING:
     from strata.images import ImageLayout
+    from strata.images.verity import ImageVerity
     from strata.policy import ImagePolicy
+
+
+@record
+class VerityUse:
+    """How one verity-protected data partition of an accepted image is to be used."""
+
+    verity: ImageVerity
+    #: the signature partition is used (the policy did not ignore it): the signature must
+    #: verify before the partition is used
+    signed: bool
+    #: the policy does not allow the partition without verity: when the hash tree cannot be
+    #: checked (no dm-verity, no --verify=userspace) the image must be refused
+    required: bool
 
 
 @record
@@ -45,6 +59,12 @@ class Candidate:
     content_problems: Mapping[str, str] = MappingProxyType({})
     #: raw images: where the filesystem is and what it is
     layout: ImageLayout | None = None
+    #: GPT images: the verity setup of each data partition that has one
+    verity: tuple[ImageVerity, ...] = ()
+    #: set by `select` on accepted raw images: the verity setups the image policy uses (a
+    #: signed image under `root=verity` is used without its signature, under
+    #: `root=unprotected` without verity at all)
+    verity_use: tuple[VerityUse, ...] = ()
 
     @property
     def name(self) -> str:
@@ -125,24 +145,59 @@ def check_forbidden_directories(cls: ExtClass, candidates: Sequence[Candidate]) 
             )
 
 
-def policy_violation(c: Candidate, policy: ImagePolicy) -> str | None:
-    """Why the image policy refuses a raw image (dissect with the policy), or None. Strata's
-    images carry no verity data yet, so every partition is found "unprotected"."""
-    from strata.policy import Flag, check, check_absent
+def found_partitions(c: Candidate) -> dict[str, int]:
+    """The DPS designators a GPT image has (root, usr, their verity and signature partitions)
+    with their GPT attribute bits, in partition table order. A lone generic Linux partition
+    is the root partition, as with systemd's DISSECT_IMAGE_GENERIC_ROOT."""
+    from strata.images.gpt import PartitionRole
+    from strata.policy import VERITY_OF, VERITY_SIG_OF
+
+    lay = c.layout
+    assert lay is not None and lay.partition is not None
+    parts = []
+    for p in (lay.partition, lay.usr_partition):
+        if p is not None:
+            parts.append(("usr" if p.role is PartitionRole.USR else "root", p))
+    for v in c.verity:
+        parts.append((VERITY_OF[v.designator], v.hash))
+        if v.signature_partition is not None:
+            parts.append((VERITY_SIG_OF[v.designator], v.signature_partition))
+    parts.sort(key=lambda dp: dp[1].index)
+    return {d: p.flags for d, p in parts}
+
+
+def dissect(c: Candidate, policy: ImagePolicy) -> tuple[str | None, tuple[VerityUse, ...]]:
+    """Why the image policy refuses a raw image (dissect_image() with the policy), or None and
+    how its verity partitions are then used."""
+    from strata.policy import VERITY_OF, VERITY_SIG_OF, Flag, allows_unprotected, check, check_image
 
     lay = c.layout
     if lay is None:
-        return None
-    if lay.partition is None:  # a naked file system is the root partition
-        return check(policy, "root", Flag.UNPROTECTED)
-    found = {p.role.value: p for p in (lay.partition, lay.usr_partition) if p is not None}
-    for designator in ("root", "usr"):
-        part = found.get(designator)
-        why = (check(policy, designator, Flag.UNPROTECTED, gpt_flags=part.flags)
-               if part is not None else check_absent(policy, designator))
-        if why:
-            return why
-    return None
+        return None, ()
+    if lay.partition is None:  # a naked file system is the root partition, checked alone
+        return check(policy, "root", Flag.UNPROTECTED), ()
+    result = check_image(policy, found_partitions(c))
+    if result.refused:
+        return result.refused, ()
+    data = "usr" if lay.mount_point == "/usr" else "root"
+    if data not in result.used:
+        return (f"Partition {data} exists, but the policy says to ignore it: nothing to use, "
+                "refusing."), ()
+    uses = tuple(VerityUse(verity=v, signed=VERITY_SIG_OF[v.designator] in result.used,
+                           required=not allows_unprotected(policy, v.designator))
+                 for v in c.verity if VERITY_OF[v.designator] in result.used)
+    return None, uses
+
+
+def policy_violation(c: Candidate, policy: ImagePolicy) -> str | None:
+    """Why the image policy refuses a raw image (dissect with the policy), or None."""
+    return dissect(c, policy)[0]
+
+
+def default_verity_use(c: Candidate) -> tuple[VerityUse, ...]:
+    """Without a policy everything is used and nothing is required."""
+    return tuple(VerityUse(verity=v, signed=v.signature_partition is not None, required=False)
+                 for v in c.verity)
 
 
 def select(
@@ -169,7 +224,8 @@ def select(
     accepted: list[Candidate] = []
     decisions: list[Decision] = []
     for c in sorted(candidates, key=lambda c: (rank.get(c.name, -1), version(c.name))):
-        why = policy_violation(c, policy(c)) if policy is not None and c.is_raw else None
+        why, uses = (dissect(c, policy(c)) if policy is not None and c.is_raw
+                     else (None, default_verity_use(c)))
         if why:
             message = f"{c.ext.path}: Image does not match image policy: {why}"
             if not lenient:
@@ -200,6 +256,6 @@ def select(
             if not verdict.accepted:
                 decisions.append(Decision(c.name, c.ext.path, False, verdict.reason))
                 continue
-        accepted.append(c)
+        accepted.append(replace(c, verity_use=uses) if uses else c)
         decisions.append(Decision(c.name, c.ext.path, True))
     return Selection(cls=cls, accepted=tuple(accepted), decisions=tuple(decisions))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import posixpath
 from collections.abc import Mapping
@@ -11,6 +12,20 @@ from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass, MutableMode
 from strata.parse import parse_boolean
 from strata.record import record
+
+
+class VerifyMode(enum.Enum):
+    """How the hash trees of verity-protected images are checked (--verify=)."""
+
+    #: through dm-verity where the kernel has device-mapper; without it, an image whose
+    #: policy requires verity is refused, one that may be used unprotected is mounted as is
+    AUTO = "auto"
+    #: through dm-verity, or refuse every verity-protected image
+    DM_VERITY = "dm-verity"
+    #: in userspace before mounting: `veritysetup verify` of the whole hash tree through the
+    #: read-only loop device that is then mounted, and the signature against the trusted
+    #: certificates
+    USERSPACE = "userspace"
 
 
 @record
@@ -29,6 +44,7 @@ class Settings:
     #: refresh by sliding the new overlay beneath the old one (kernel >= 6.5); False forces
     #: systemd's unmerge-then-merge
     atomic: bool = True
+    verify: VerifyMode = VerifyMode.AUTO
 
     @property
     def discover_root(self) -> str | None:
@@ -74,6 +90,14 @@ def parse_mutable(value: str) -> MutableMode | None:
     return MutableMode.YES if b else MutableMode.NO
 
 
+def parse_verify(value: str) -> VerifyMode:
+    for mode in VerifyMode:
+        if value == mode.value:
+            return mode
+    raise StrataError(f"Failed to parse argument to --verify=: {value}", kind=ErrorKind.USAGE,
+                      hint="one of: " + ", ".join(m.value for m in VerifyMode))
+
+
 def normalize_root(root: str | None) -> str:
     if not root:
         return "/"
@@ -93,6 +117,7 @@ def resolve(
     noexec: bool | None = None,
     no_reload: bool = False,
     image_policy: str | None = None,
+    verify: str | None = None,
 ) -> Settings:
     """Merge CLI values (None = not given) with the environment as systemd does: CLI beats
     $SYSTEMD_*_MUTABLE_MODE (an invalid env value is warned about and ignored); --root implies
@@ -129,4 +154,5 @@ def resolve(
         no_reload=no_reload or bool(root),
         image_policy=image_policy,
         atomic=env.get("STRATA_REFRESH", "atomic") != "unmerge-merge",
+        verify=parse_verify(verify) if verify is not None else VerifyMode.AUTO,
     )

@@ -9,12 +9,13 @@ Whatever fails here dies with the namespace: the caller's mount table is never t
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import stat
 from collections.abc import Mapping
 
-from strata import faults
+from strata import faults, log
 from strata.engine import marker
 from strata.engine.layout import (
     MUTABLE_BASE,
@@ -24,8 +25,8 @@ from strata.engine.layout import (
     single_component,
     workdir_name,
 )
-from strata.engine.plan import Candidate, Selection
-from strata.engine.settings import Settings
+from strata.engine.plan import Candidate, Selection, VerityUse
+from strata.engine.settings import Settings, VerifyMode
 from strata.errors import ErrorKind, StrataError
 from strata.fsutil import chase, dir_is_empty, join_root
 from strata.kernel import libc, loop, mountapi, mountinfo
@@ -262,14 +263,23 @@ def _mount_fs(path: str, where: str, *, is_block: bool, fstype: str, offset: int
     dev = None if is_block and not offset else loop.attach(path, offset=offset, size=size,
                                                            read_only=True)
     try:
-        fd = mountapi.mount_fs(dev.path if dev is not None else path, fstype, options=["ro"],
-                               attrs=mountapi.MOUNT_ATTR_RDONLY | mountapi.MOUNT_ATTR_NODEV)
-    except StrataError as e:
-        raise StrataError(f"Failed to mount image {path}: {e.message}", hint=e.hint,
-                          kind=e.kind, errno=e.errno) from e
+        fd = _mount_node(path, dev.path if dev is not None else path, fstype)
     finally:
         if dev is not None:
             dev.close()  # the mount now holds the device; autoclear frees it with the mount
+    _attach_at(fd, where)
+
+
+def _mount_node(image: str, node: str, fstype: str) -> int:
+    try:
+        return mountapi.mount_fs(node, fstype, options=["ro"],
+                                 attrs=mountapi.MOUNT_ATTR_RDONLY | mountapi.MOUNT_ATTR_NODEV)
+    except StrataError as e:
+        raise StrataError(f"Failed to mount image {image}: {e.message}", hint=e.hint,
+                          kind=e.kind, errno=e.errno) from e
+
+
+def _attach_at(fd: int, where: str) -> None:
     try:
         os.makedirs(where, 0o700, exist_ok=True)
         mountapi.attach(fd, where)
@@ -277,31 +287,176 @@ def _mount_fs(path: str, where: str, *, is_block: bool, fstype: str, offset: int
         os.close(fd)
 
 
-def mount_image(c: Candidate, where: str) -> None:
+# --- verity ----------------------------------------------------------------------------------
+
+
+class VerityMethod(enum.Enum):
+    DM_VERITY = "dm-verity"
+    USERSPACE = "userspace"
+    NONE = "none"  # the partition is mounted as it is
+
+
+def verity_method(mode: VerifyMode, *, dm_available: bool) -> VerityMethod:
+    """How verity-protected partitions are checked under --verify=`mode`. Pure."""
+    if mode is VerifyMode.USERSPACE:
+        return VerityMethod.USERSPACE
+    return VerityMethod.DM_VERITY if dm_available else VerityMethod.NONE
+
+
+def verity_refusal(mode: VerifyMode, use: VerityUse, *, dm_available: bool) -> str | None:
+    """Why a verity-protected partition cannot be used here, before anything is read: no
+    dm-verity while the policy (or --verify=dm-verity) insists on verity. Pure."""
+    if verity_method(mode, dm_available=dm_available) is not VerityMethod.NONE:
+        return None
+    if use.required or mode is VerifyMode.DM_VERITY:
+        from strata.images.verity import dm_unavailable_message
+
+        return dm_unavailable_message()
+    return None
+
+
+def check_verity(settings: Settings, c: Candidate) -> None:
+    """The checks that need no mount, for every verity-protected partition of an image: is
+    there a way to check it, and does its signature verify with a trusted certificate
+    (userspace; with dm-verity a failure here leaves the kernel's keyring to decide)."""
+    from strata.images import verity as iv
+
+    dm = iv.dm_available()
+    for use in c.verity_use:
+        why = verity_refusal(settings.verify, use, dm_available=dm)
+        if why:
+            raise StrataError(f"{c.ext.path}: {why}", kind=ErrorKind.UNSUPPORTED,
+                              hint="the image policy requires verity for this image"
+                              if use.required else None)
+        method = verity_method(settings.verify, dm_available=dm)
+        if not use.signed or method is VerityMethod.NONE:
+            continue
+        sig = use.verity.signature
+        assert sig is not None
+        certs = iv.trusted_certificates(settings.root)
+        problem = (iv.verify_signature(sig, certs) if certs
+                   else iv.no_certificates_message(settings.root))
+        if problem is None:
+            continue
+        if method is VerityMethod.USERSPACE:
+            raise StrataError(f"{c.ext.path}: {problem}", kind=ErrorKind.PERMISSION,
+                              hint="put the signer's certificate (PEM, *.crt) into "
+                                   "/etc/verity.d of the root")
+        log.info(f"{c.ext.path}: {problem}; leaving it to the kernel's keyring.")
+
+
+def _mount_verified(settings: Settings, c: Candidate, use: VerityUse, where: str,
+                    fstype: str) -> None:
+    """Mount a verity-protected data partition read-only at `where`, its hash tree checked
+    as --verify= says."""
+    from strata.images import verity as iv
+
+    v = use.verity
+    path = c.ext.path
+    method = verity_method(settings.verify, dm_available=iv.dm_available())
+    if method is VerityMethod.NONE:
+        log.info(f"{path}: dm-verity is not available; the image policy allows its "
+                 f"{v.designator} partition unprotected, mounting it without checking it.")
+        _mount_fs(path, where, is_block=c.ext.type is ImageType.BLOCK, fstype=fstype,
+                  offset=v.data.offset, size=v.data.size)
+        return
+    # only the bytes the hash tree covers are visible to the file system
+    size = min(v.data.size, v.superblock.data_size)
+    if method is VerityMethod.USERSPACE:
+        dev = loop.attach(path, offset=v.data.offset, size=size, read_only=True)
+        try:
+            problem = iv.verify_hash_tree(dev.path, path, v)
+            if problem is not None:
+                raise StrataError(
+                    f"{path}: {v.data.describe()} does not match its verity root hash "
+                    f"{v.root_hash_hex} ({problem}); not mounting it",
+                    hint="the image was modified or is corrupt", kind=ErrorKind.INVALID)
+            fd = _mount_node(path, dev.path, fstype)
+        finally:
+            dev.close()
+        _attach_at(fd, where)
+        return
+    # a signature userspace could not verify is left to the kernel's keyring (check_verity)
+    kernel_signature = use.signed and v.signature is not None and iv.verify_signature(
+        v.signature, iv.trusted_certificates(settings.root)) is not None
+    _mount_dm_verity(c, use, where, fstype, size, kernel_signature=kernel_signature)
+
+
+def _mount_dm_verity(c: Candidate, use: VerityUse, where: str, fstype: str, size: int, *,
+                     kernel_signature: bool) -> None:
+    """Open the partition through dm-verity (veritysetup open: the kernel checks every block
+    as it is read, and with `kernel_signature` the root hash signature against its keyring),
+    mount it, and let the device go with the mount (deferred close)."""
+    import tempfile
+
+    from strata.images import verity as iv
+    from strata.run import run
+
+    v = use.verity
+    path = c.ext.path
+    data = loop.attach(path, offset=v.data.offset, size=size, read_only=True)
+    hashes = loop.attach(path, offset=v.hash.offset, size=v.hash.size, read_only=True)
+    name = f"strata-{os.getpid()}-{data.number}-verity"
+    try:
+        with tempfile.TemporaryDirectory(prefix="strata-verity-") as tmp:
+            sig_file = None
+            if kernel_signature and v.signature is not None:
+                sig_file = os.path.join(tmp, "roothash.p7s")
+                with open(sig_file, "wb") as f:
+                    f.write(v.signature.signature)
+            try:
+                run(iv.open_argv(data.path, name, hashes.path, v.root_hash_hex,
+                                 signature=sig_file))
+            except StrataError as e:
+                raise StrataError(f"{path}: cannot open {v.data.describe()} through "
+                                  f"dm-verity: {e.message}", kind=ErrorKind.SYSTEM) from e
+        try:
+            fd = _mount_node(path, f"/dev/mapper/{name}", fstype)
+        finally:
+            run(iv.close_argv(name), check=False)
+    finally:
+        data.close()
+        hashes.close()
+    _attach_at(fd, where)
+
+
+def mount_image(settings: Settings, c: Candidate, where: str) -> None:
     """Mount a raw image's tree at `where` as dissect would: the root file system, with a usr
-    partition on /usr (a usr-only disk image gets an empty root, as systemd's tmpfs)."""
+    partition on /usr (a usr-only disk image gets an empty root, as systemd's tmpfs); a
+    verity-protected partition through its hash tree (see `_mount_verified`)."""
     lay = c.layout
     if lay is None:
         raise StrataError(f"{c.ext.path}: no filesystem layout for a raw image",
                           kind=ErrorKind.INVALID)
     is_block = c.ext.type is ImageType.BLOCK
+    uses = {u.verity.data.index: u for u in c.verity_use}
+    mounts = []
     if lay.mount_point == "/usr":
         where = os.path.join(where, "usr")
-    _mount_fs(c.ext.path, where, is_block=is_block, fstype=lay.fs_format.value,
-              offset=lay.offset, size=lay.size)
+    mounts.append((lay.partition, where, lay.fs_format.value, lay.offset, lay.size))
     usr, usr_fmt = lay.usr_partition, lay.usr_fs_format
     if lay.mount_point != "/usr" and usr is not None and usr_fmt is not None:
-        _mount_fs(c.ext.path, os.path.join(where, "usr"), is_block=is_block,
-                  fstype=usr_fmt.value, offset=usr.offset, size=usr.size)
+        mounts.append((usr, os.path.join(where, "usr"), usr_fmt.value, usr.offset, usr.size))
+    for part, at, fstype, offset, size in mounts:
+        use = uses.get(part.index) if part is not None else None
+        if use is not None:
+            _mount_verified(settings, c, use, at, fstype)
+        else:
+            _mount_fs(c.ext.path, at, is_block=is_block, fstype=fstype, offset=offset,
+                      size=size)
 
 
-def image_roots(selection: Selection, workspace: str) -> dict[str, str]:
-    """Mount every selected image; name -> directory holding its tree."""
+def image_roots(settings: Settings, selection: Selection, workspace: str) -> dict[str, str]:
+    """Mount every selected image; name -> directory holding its tree. The checks that need
+    no mount run for every image first, so a refusal mounts nothing."""
+    for c in selection.accepted:
+        if c.is_raw and c.verity_use:
+            check_verity(settings, c)
     roots: dict[str, str] = {}
     for c in selection.accepted:
         if c.is_raw:
             where = os.path.join(workspace, selection.cls.image_subdir, c.name)
-            mount_image(c, where)
+            mount_image(settings, c, where)
             roots[c.name] = where
         else:
             roots[c.name] = c.ext.path
@@ -400,7 +555,7 @@ def build(settings: Settings, selection: Selection, workspace: str
     except OSError as e:
         raise StrataError.from_os(e, f"Failed to create '{workspace}'") from e
     libc.mount(cls.value, workspace, "tmpfs", 0, "mode=0700")
-    roots = image_roots(selection, workspace)
+    roots = image_roots(settings, selection, workspace)
 
     # Take the status quo ante down in this namespace only, keeping its submounts.
     submounts: dict[str, list[tuple[str, int]]] = {}

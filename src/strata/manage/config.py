@@ -3,11 +3,15 @@
     [ext]
     sysext_mutable = "ephemeral"    # no|auto|yes|import|ephemeral|ephemeral-import
     confext_mutable = "ephemeral"
+    image_policy = "root=signed+absent:usr=signed+absent"   # optional, systemd's syntax
 
 Both default to avocadoctl's `ephemeral`: writes to the merged /usr, /opt and /etc land in a
 tmpfs and vanish on unmerge. The values are passed to the engine as --mutable= would be, so
-they take precedence over $SYSTEMD_SYSEXT_MUTABLE_MODE / $SYSTEMD_CONFEXT_MUTABLE_MODE. Other
-sections and keys are left to the commands that own them.
+they take precedence over $SYSTEMD_SYSEXT_MUTABLE_MODE / $SYSTEMD_CONFEXT_MUTABLE_MODE.
+`image_policy` (default: the engine's, systemd's class defaults) is the image policy images
+must satisfy to be merged and to be installed (`strata ext install` refuses, `merge` skips what
+it refuses), as --image-policy= would be. Other sections and keys are left to the commands that
+own them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ DEFAULT_MUTABLE = MutableMode.EPHEMERAL
 class ExtConfig:
     sysext_mutable: MutableMode = DEFAULT_MUTABLE
     confext_mutable: MutableMode = DEFAULT_MUTABLE
+    image_policy: str | None = None
 
     def mutable(self, cls: ExtClass) -> MutableMode:
         return self.sysext_mutable if cls is ExtClass.SYSEXT else self.confext_mutable
@@ -62,7 +67,24 @@ def load(root: str) -> ExtConfig:
                 hint="one of: " + ", ".join(m.value for m in MutableMode),
                 kind=ErrorKind.CONFIGURATION)
         values[key] = mode
-    return ExtConfig(**values)
+    if "image_policy" in section:
+        raw = section["image_policy"]
+        if not isinstance(raw, str):
+            raise StrataError(f"{path}: [ext] image_policy must be a string",
+                              kind=ErrorKind.CONFIGURATION)
+        from strata.policy import parse
+
+        try:
+            parse(raw)
+        except StrataError as e:
+            raise StrataError(f"{path}: [ext] image_policy: {e.message}",
+                              kind=ErrorKind.CONFIGURATION) from e
+        image_policy: str | None = raw
+    else:
+        image_policy = None
+    return ExtConfig(sysext_mutable=values.get("sysext_mutable", DEFAULT_MUTABLE),
+                     confext_mutable=values.get("confext_mutable", DEFAULT_MUTABLE),
+                     image_policy=image_policy)
 
 
 def _mode(value: str) -> MutableMode | None:

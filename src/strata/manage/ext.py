@@ -59,8 +59,17 @@ def _root(root: str) -> str:
     return normalize_root(root)
 
 
+#: roots whose change lock this thread holds: a verb that calls another (install --now calls
+#: enable and refresh) keeps the one lock instead of deadlocking on a second flock
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def _lock(root: str) -> Iterator[None]:
+    held: set[str] = _held.__dict__.setdefault("roots", set())
+    if root in held:
+        yield
+        return
     path = join_root(root, LOCK_FILE)
     fsio.make_dirs(os.path.dirname(path))
     try:
@@ -73,7 +82,11 @@ def _lock(root: str) -> Iterator[None]:
         except BlockingIOError:
             log.info("Waiting for another extension change to finish...")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        held.add(root)
+        try:
+            yield
+        finally:
+            held.discard(root)
     finally:
         os.close(fd)
 
@@ -421,13 +434,32 @@ def _run_hooks(which: str, root: str, merged: Sequence[MergedExtension]) -> tupl
         return (HookRun(phase=which, argv=(), ran=False, error=message),)
 
 
+def _run_services(which: str, root: str, merged: Sequence[MergedExtension],
+                  hook_runs: Sequence[HookRun] = ()) -> tuple[HookRun, ...]:
+    """Start (after_merge) or stop (before_unmerge) the services the extensions declare
+    (services.py); like a hook, a failure is reported and undoes nothing."""
+    from strata.manage import services
+
+    if not merged:
+        return ()
+    try:
+        if which == "after_merge":
+            return services.after_merge(root, merged, live=_live(root), hook_runs=hook_runs)
+        return services.before_unmerge(root, merged, live=_live(root))
+    except (StrataError, OSError) as e:
+        message = e.message if isinstance(e, StrataError) else str(e)
+        log.error(f"Services ({which}) failed: {message}")
+        return (HookRun(phase=which, argv=(), ran=False, error=message),)
+
+
 def _settings(cls: ExtClass, env: Mapping[str, str], root: str, cfg: ExtConfig) -> Settings:
     from strata.engine.settings import resolve
 
     # With hooks.py present it reloads the service manager (EXTENSION_RELOAD_MANAGER=1)
     # after its own phases; the engine must not do it a second time.
     return resolve(cls, env, root=None if root == "/" else root,
-                   mutable=cfg.mutable(cls).value, no_reload=_hooks_module() is not None)
+                   mutable=cfg.mutable(cls).value, no_reload=_hooks_module() is not None,
+                   image_policy=cfg.image_policy)
 
 
 def _items(root: str, version: str, entries: Sequence[StoreEntry],
@@ -573,6 +605,11 @@ def _apply(root: str, env: Mapping[str, str], *, refresh: bool,
 
         hooks: list[HookRun] = []
         if refresh:
+            staying: dict[str, set[str]] = {}
+            for p in merge_plan.parts:
+                staying.setdefault(p.cls.value, set()).add(p.release.lookup_name)
+            hooks += _run_services("before_unmerge", root,
+                                   [r for r in old if r.name not in staying.get(r.cls, ())])
             hooks += _run_hooks("before_unmerge", root, old)
         outcomes: dict[ExtClass, MergeOutcome] = {}
         done: list[ExtClass] = []
@@ -607,7 +644,10 @@ def _apply(root: str, env: Mapping[str, str], *, refresh: bool,
         names = [n for n in merge_plan.order if any(p.name == n for p in merged_parts)]
         ordered = sorted(merged_parts, key=lambda p: (CLASSES.index(p.cls),
                                                       merge_plan.order.index(p.name)))
-        hooks += _run_hooks("after_merge", root, [_record(p) for p in ordered])
+        records = [_record(p) for p in ordered]
+        after = _run_hooks("after_merge", root, records)
+        hooks += after
+        hooks += _run_services("after_merge", root, records, after)
         return Outcome(merged=tuple(names), skipped=tuple(dict.fromkeys(skipped)),
                        hooks=tuple(hooks),
                        unmerged=tuple(n for n in old_names if n not in names))
@@ -638,7 +678,8 @@ def unmerge(root: str, env: Mapping[str, str], *, unmount: bool = False,
         cfg = config.ExtConfig()  # the mutable mode plays no part in unmerging
         entries, probes = _scan(root)
         old, old_names = _merged_records(root, entries, probes, env)
-        hooks = list(_run_hooks("before_unmerge", root, old))
+        hooks = list(_run_services("before_unmerge", root, old))
+        hooks += _run_hooks("before_unmerge", root, old)
         failure: StrataError | None = None
         for cls in CLASSES:
             try:

@@ -60,6 +60,8 @@ class Phase(enum.Enum):
     RESTART = "restart"
     RELOAD_OR_RESTART = "reload-or-restart"
     ON_UNMERGE = "on-unmerge"
+    START = "start"  # services.py: the services an extension declares, after a merge
+    STOP = "stop"  # services.py: ... before it is unmerged or removed
 
 
 @record

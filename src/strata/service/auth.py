@@ -25,6 +25,8 @@ PRIVILEGED: frozenset[str] = frozenset({
     "io.systemd.sysext.Merge",
     "io.systemd.sysext.Unmerge",
     "io.systemd.sysext.Refresh",
+    "io.strata.Extensions.Install",
+    "io.strata.Extensions.Remove",
 })
 
 

@@ -56,11 +56,13 @@ def build_registry(service: Service) -> VarlinkInterfaceRegistry:
     from asyncvarlink.serviceinterface import VarlinkServiceInterface
 
     from strata.service.avocado import AvocadoExtensions
+    from strata.service.lifecycle import StrataExtensions
     from strata.service.sysext import Sysext
 
     registry = VarlinkInterfaceRegistry()
     registry.register_interface(AvocadoExtensions(service))
     registry.register_interface(Sysext(service))
+    registry.register_interface(StrataExtensions(service))
     registry.register_interface(VarlinkServiceInterface(
         "Strata", "strata", __version__, "", registry))
     return registry
@@ -219,7 +221,8 @@ async def serve(options: ServeOptions, *, manage: Manage | None = None,
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
     listener.start()
-    log.info(f"Serving org.avocado.Extensions and io.systemd.sysext on {where}"
+    log.info(f"Serving org.avocado.Extensions, io.strata.Extensions and io.systemd.sysext on "
+             f"{where}"
              + (f" (group {group} may change state)" if group else ""))
     notify(f"READY=1\nSTATUS=Serving on {where}")
     if ready is not None:
