@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import stat as _stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from strata.errors import StrataError
 from strata.manage.api import CheckState, HealthAspect, HealthCheck, HealthReport
@@ -228,10 +228,11 @@ def libraries_check(entry: StoreEntry, root: str) -> HealthCheck:
 # --- all together ------------------------------------------------------------------------------
 
 
-def health(root: str, names: Sequence[str] = (), *, env: Mapping[str, str] | None = None
-           ) -> list[HealthReport]:
+def health(root: str, names: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
+           aspects: Collection[HealthAspect] | None = None) -> list[HealthReport]:
     """One report per extension: `names` (extension or image names; unknown: NOT_FOUND), or
-    every extension enabled for the running OS release."""
+    every extension enabled for the running OS release. `aspects` limits the costly checks
+    (the files comparison reads every byte): those left out are reported as skipped."""
     from strata.manage import services
     from strata.manage.enabled import host_version_id
     from strata.manage.ext import (
@@ -283,8 +284,14 @@ def health(root: str, names: Sequence[str] = (), *, env: Mapping[str, str] | Non
             units = services.declared(pairs, source=name)
         checks.append(services_check(units, merged=is_merged, live=live, root=root))
         if is_merged and entry is not None and probe is not None:
-            checks.append(files_check(entry, probe, hierarchies, root))
-            checks.append(libraries_check(entry, root))
+            if aspects is None or HealthAspect.FILES in aspects:
+                checks.append(files_check(entry, probe, hierarchies, root))
+            else:
+                checks.append(HealthCheck(HealthAspect.FILES, SKIPPED, "not requested"))
+            if aspects is None or HealthAspect.LIBRARIES in aspects:
+                checks.append(libraries_check(entry, root))
+            else:
+                checks.append(HealthCheck(HealthAspect.LIBRARIES, SKIPPED, "not requested"))
         else:
             why = "not merged"
             checks += [HealthCheck(HealthAspect.FILES, SKIPPED, why),

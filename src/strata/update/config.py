@@ -9,7 +9,8 @@
     settle = 10                     # seconds to wait before checking (default: 10 with units)
     health_timeout = 300            # seconds the command may take
     ext_health = true               # also `strata ext health` of the updated extensions
-                                    # (when installed; its files aspect reads every byte)
+    health_files = false            # ...including its files aspect, which reads every byte
+                                    # (the images' hashes were just verified anyway)
     image_policy = "root=signed"    # downloaded images must satisfy it (systemd's syntax)
     timeout = 30                    # network timeout, seconds
     retries = 3                     # attempts per download (each resumes the last)
@@ -43,6 +44,7 @@ class UpdateConfig:
     health_timeout: float = 300.0
     image_policy: str | None = None
     ext_health: bool = True
+    health_files: bool = False
     timeout: float = 30.0
     retries: int = 3
 
@@ -103,7 +105,7 @@ def _value(source: str, key: str, value: Any) -> Any:
         if not argv:
             raise _bad(source, key, value, "a command (a string or a list of arguments)")
         return tuple(argv)
-    if key == "ext_health":
+    if key in ("ext_health", "health_files"):
         if not isinstance(value, bool):
             raise _bad(source, key, value, "true or false")
         return value
