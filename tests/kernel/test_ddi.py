@@ -486,3 +486,29 @@ def test_dm_verity_path_with_a_stand_in(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"{path}: cannot open partition 1 (root-x86-64) through dm-verity" in r.stderr
     assert mounts_under(root) == []
+
+
+@pytest.mark.privileged
+@isolated
+def test_lenient_merge_skips_an_untrusted_image(tmp_path: Path) -> None:
+    """strata ext's merges are lenient: an image whose signature does not verify is left out
+    and reported, and the rest still merge."""
+    from strata.discover import discover
+    from strata.engine import ops
+    from strata.engine.settings import resolve
+    from strata.model import ExtClass
+    from tests.helpers import install_ext
+
+    image, _ = build_ddi(tmp_path, "signed")
+    root = make_root(tmp_path)
+    install(root, image)  # no certificate is trusted
+    install_ext(root, "plain", {"usr/bin/plain": "plain\n"})
+    found = discover(ExtClass.SYSEXT, root=str(root), arch="x86-64").by_name()
+    settings = resolve(ExtClass.SYSEXT, {}, root=str(root), verify="userspace",
+                       image_policy="root=signed+absent:usr=absent")
+    outcome = ops.merge(settings, {}, images=ops.ImageSet((found["app"], found["plain"])))
+    assert outcome.merged == ("plain",)
+    assert [name for name, _ in outcome.skipped] == ["app"]
+    assert "no trusted certificate" in outcome.skipped[0][1]
+    assert (root / "usr/bin/plain").read_text() == "plain\n"
+    assert not (root / "usr/bin/app").exists()

@@ -143,6 +143,29 @@ def choose(settings: Settings, env: Mapping[str, str], candidates: list[Candidat
                   lenient=images.lenient if images else False)
 
 
+def _drop_unverifiable(settings: Settings, selection: Selection) -> Selection:
+    """Lenient merges (strata ext): an image whose verity signature does not verify, or that
+    cannot be checked as its policy demands, is left out and reported instead of failing the
+    whole merge. (A tampered data partition is only found while mounting, and still fails.)"""
+    from strata.engine.plan import Decision
+    from strata.engine.worker import check_verity
+
+    kept: list[Candidate] = []
+    dropped: list[Decision] = []
+    for c in selection.accepted:
+        try:
+            check_verity(settings, c)
+        except StrataError as e:
+            dropped.append(Decision(c.name, c.ext.path, False, e.message))
+            continue
+        kept.append(c)
+    if not dropped:
+        return selection
+    decisions = tuple(d for d in selection.decisions
+                      if d.accepted is False or d.name not in {x.name for x in dropped})
+    return Selection(cls=selection.cls, accepted=tuple(kept), decisions=(*decisions, *dropped))
+
+
 def pick_image_policy(settings: Settings, path: str) -> ImagePolicy:
     """pick_image_policy(): --image-policy= wins; in the initrd, images from the untrusted
     /.extra/ (placed by systemd-stub) must be signed or are denied; else the class default."""
@@ -341,6 +364,8 @@ def merge(settings: Settings, env: Mapping[str, str], *, refresh: bool = False,
                 raise StrataError(f"Hierarchy '{which}' is already merged.", kind=ErrorKind.BUSY,
                                   errno=errno.EBUSY, hint=f"use '{settings.cls.value} refresh'")
         selection = choose(settings, env, candidates, images=images)
+        if images is not None and images.lenient:
+            selection = _drop_unverifiable(settings, selection)
         for d in selection.decisions:
             if not d.accepted:
                 log.info(d.reason)
