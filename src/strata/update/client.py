@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from strata import faults, log
@@ -101,42 +100,17 @@ def _root(root: str) -> str:
     return normalize_root(root)
 
 
-@contextlib.contextmanager
-def _lock(root: str) -> Iterator[None]:
+def _lock(root: str) -> contextlib.AbstractContextManager[None]:
     from strata.manage import fsio
 
-    path = join_root(root, LOCK_FILE)
-    fsio.make_dirs(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to open lock file '{path}'") from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("Waiting for another update to finish...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return fsio.locked(join_root(root, LOCK_FILE), "Waiting for another update to finish...")
 
 
-@contextlib.contextmanager
-def _ext_lock(root: str) -> Iterator[None]:
-    """`strata ext`'s change lock, held while the enabled set is put back."""
-    from strata.manage import ext
+def _ext_lock(root: str) -> contextlib.AbstractContextManager[None]:
+    """`strata ext`'s change lock, held while the store or the enabled set changes."""
+    from strata.manage import ext, fsio
 
-    path = join_root(root, ext.LOCK_FILE)
-    from strata.manage import fsio
-
-    fsio.make_dirs(os.path.dirname(path))
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return fsio.locked(join_root(root, ext.LOCK_FILE))
 
 
 def staging_dir(root: str) -> str:
@@ -613,11 +587,12 @@ def _install(root: str, staged: str, item: journal.Item, url: str) -> None:
     dest = os.path.join(directory, item.file)
     if item.existed:
         return
-    _save_record(root, item, url)
-    try:
-        os.rename(staged, dest)
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to move '{staged}' into the store") from e
+    with _ext_lock(root):  # strata ext's stray cleanup must not see a record without its image
+        _save_record(root, item, url)
+        try:
+            os.rename(staged, dest)
+        except OSError as e:
+            raise StrataError.from_os(e, f"Failed to move '{staged}' into the store") from e
 
 
 def _existing_identical(root: str, offer: Offer) -> bool:
