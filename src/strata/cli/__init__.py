@@ -24,7 +24,8 @@ Commands:
   ext [VERB] [OPTIONS]      Manage a device's extensions: enable/disable per OS
                             release, merge the enabled set in dependency order
                             (status, list, enable, disable, merge, unmerge,
-                            refresh)
+                            refresh, install, remove, info, verify, health,
+                            logs)
   serve [OPTIONS]           The varlink daemon: org.avocado.Extensions and
                             io.systemd.sysext on /run/strata/strata.sock
   build SPEC.yaml [-o DIR]  Build reproducible extension images from a spec:
