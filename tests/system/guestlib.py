@@ -165,10 +165,11 @@ def _release_text(fields: Mapping[str, str]) -> str:
 def build_extension(name: str, version: str, files: Mapping[str, str],
                     *, release: Mapping[str, str] | None = None, confext: bool = False,
                     executable: Collection[str] = (), fmt: str = "erofs",
-                    into: Path = STORE) -> Path:
+                    into: Path = STORE, copies: Mapping[str, str] | None = None) -> Path:
     """An extension image `into`/NAME-VERSION.raw, made with mkfs.erofs (or mksquashfs) from
-    `files` (path -> text) and a release file compatible with this OS: ID and VERSION_ID of
-    /etc/os-release, the class's *_VERSION_ID, then `release`."""
+    `files` (path -> text), `copies` (path -> a file of the guest) and a release file
+    compatible with this OS: ID and VERSION_ID of /etc/os-release, the class's *_VERSION_ID,
+    then `release`."""
     tree = BUILD_DIR / f"{name}-{version}{'.confext' if confext else ''}"
     shutil.rmtree(tree, ignore_errors=True)
     for rel, content in files.items():
@@ -176,6 +177,10 @@ def build_extension(name: str, version: str, files: Mapping[str, str],
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(content)
         p.chmod(0o755 if rel in executable else 0o644)
+    for rel, source in (copies or {}).items():  # files of the guest, e.g. an ELF program
+        p = tree / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, p)
     host = os_release()
     fields = {"ID": host["ID"], "VERSION_ID": host.get("VERSION_ID", ""),
               ("CONFEXT_VERSION_ID" if confext else "SYSEXT_VERSION_ID"): version,

@@ -273,3 +273,14 @@ def test_a_guest_that_dies_is_reported_with_console_and_journal(
     assert "Kernel panic - not syncing: VFS: no root" in out
     assert "end of the guest's journal" in out and "no journal" in out
     assert os.path.exists(tmp_path / "console-boot1.log")
+
+
+@pytest.mark.parametrize("args", [[], ["-k", "guest or verity"], ["-x", "it's", "$HOME", "a\tb"]])
+def test_config_env_keeps_each_pytest_argument_whole(tmp_path: Path, args: list[str]) -> None:
+    env = tmp_path / "config.env"
+    env.write_text(run.config_env(args))
+    out = subprocess.run(["bash", "-c", '. "$1"; for a in "${PYTEST_ARGS[@]}"; do '
+                          'printf "%s\\0" "$a"; done; echo "$MAX_BOOTS"', "-", str(env)],
+                         capture_output=True, text=True, check=True).stdout
+    *got, boots = out.split("\0")
+    assert (got, boots) == (args, f"{run.MAX_BOOTS}\n")

@@ -16,6 +16,8 @@ own them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from strata.errors import ErrorKind, StrataError
 from strata.fsutil import join_root
 from strata.model import ExtClass, MutableMode
@@ -35,23 +37,33 @@ class ExtConfig:
         return self.sysext_mutable if cls is ExtClass.SYSEXT else self.confext_mutable
 
 
-def load(root: str) -> ExtConfig:
-    """The [ext] settings; a missing file gives the defaults, a malformed one or a bad value
-    is a CONFIGURATION error naming the file."""
+def read_document(root: str) -> tuple[str, dict[str, Any]] | None:
+    """(path, parsed TOML) of <root>/etc/strata/strata.toml, None when there is none; an
+    unreadable or malformed file is an error naming it. Shared by the commands that keep
+    their sections in it."""
     path = join_root(root, CONFIG_FILE)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return ExtConfig()
+        return None
     except OSError as e:
         raise StrataError.from_os(e, f"Failed to read '{path}'") from e
     import tomllib
 
     try:
-        doc = tomllib.loads(data.decode("utf-8"))
+        return path, tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise StrataError(f"{path}: {e}", kind=ErrorKind.CONFIGURATION) from e
+
+
+def load(root: str) -> ExtConfig:
+    """The [ext] settings; a missing file gives the defaults, a malformed one or a bad value
+    is a CONFIGURATION error naming the file."""
+    found = read_document(root)
+    if found is None:
+        return ExtConfig()
+    path, doc = found
     section = doc.get("ext", {})
     if not isinstance(section, dict):
         raise StrataError(f"{path}: [ext] must be a table", kind=ErrorKind.CONFIGURATION)

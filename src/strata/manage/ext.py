@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -70,25 +69,13 @@ def _lock(root: str) -> Iterator[None]:
     if root in held:
         yield
         return
-    path = join_root(root, LOCK_FILE)
-    fsio.make_dirs(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to open lock file '{path}'") from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("Waiting for another extension change to finish...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with fsio.locked(join_root(root, LOCK_FILE),
+                     "Waiting for another extension change to finish..."):
         held.add(root)
         try:
             yield
         finally:
             held.discard(root)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

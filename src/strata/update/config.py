@@ -25,10 +25,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from strata.errors import ErrorKind, StrataError
-from strata.fsutil import join_root
 from strata.record import record
 
-CONFIG_FILE = "/etc/strata/strata.toml"
 DEFAULT_KEEP = 2
 DEFAULT_SETTLE_WITH_UNITS = 10.0
 
@@ -121,18 +119,10 @@ def _value(source: str, key: str, value: Any) -> Any:
 
 
 def load(root: str) -> UpdateConfig:
-    path = join_root(root, CONFIG_FILE)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return UpdateConfig()
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to read '{path}'") from e
-    import tomllib
+    from strata.manage.config import read_document
 
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise StrataError(f"{path}: {e}", kind=ErrorKind.CONFIGURATION) from e
+    found = read_document(root)
+    if found is None:
+        return UpdateConfig()
+    path, doc = found
     return parse(doc, source=path)

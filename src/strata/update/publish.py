@@ -112,16 +112,9 @@ def _serialize(md: Metadata[Any]) -> bytes:
 
 
 def _digest_file(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to read '{path}'") from e
-    return h.hexdigest(), size
+    from strata.check.inspect import sha256_file
+
+    return sha256_file(path)
 
 
 # --- the repository --------------------------------------------------------------------------

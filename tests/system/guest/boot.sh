@@ -12,7 +12,7 @@ set -u
 W=/mnt/work
 VENV=/usr/lib/strata-venv
 # shellcheck source=/dev/null
-. "$W/config.env"          # PYTEST_ARGS, MAX_BOOTS
+. "$W/config.env"          # PYTEST_ARGS (an array), MAX_BOOTS
 
 mkdir -p "$W/state" "$W/results"
 boot=$(( $(cat "$W/state/boots" 2>/dev/null || echo 0) + 1 ))
@@ -50,7 +50,7 @@ say "pytest: boot $boot"
 STRATA_SYSTEM_TESTS=1 STRATA_SYSTEM_BOOT=$boot STRATA_SYSTEM_STATE=$W/state \
   STRATA_SYSTEM_RESULTS=$R PYTHONUNBUFFERED=1 \
   "$VENV/bin/python" -m pytest tests/system -p no:cacheprovider -v -rA \
-    --junitxml="$R/junit.xml" $PYTEST_ARGS 2>&1 | tee "$R/pytest.log"
+    --junitxml="$R/junit.xml" "${PYTEST_ARGS[@]}" 2>&1 | tee "$R/pytest.log"
 rc=${PIPESTATUS[0]}
 echo "$rc" > "$R/pytest-exit"
 say "pytest exit status $rc"

@@ -49,6 +49,8 @@ GUEST_TEST_TOOLS = ("pytest", "varlink")
 DEFAULT_PACKAGES = (
     "systemd", "systemd-sysv", "udev", "dbus", "kmod", "linux-image-cloud-amd64",
     "python3", "python3-venv", "erofs-utils", "squashfs-tools", "procps",
+    # signed verity images: built (openssl) and opened through dm-verity (veritysetup)
+    "cryptsetup-bin", "openssl", "dmsetup",
 )
 
 #: The one unit baked into the image: mount the work disk and run the runner from it. The

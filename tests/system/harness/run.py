@@ -31,9 +31,9 @@ from tests.system.harness.image import Image, Recipe, ensure_image, requirements
 DEFAULT_CACHE = "/var/cache/strata-vm"
 #: a boot that has not powered off after this long is killed (TCG on a busy 2-core machine:
 #: the whole suite takes about 6 minutes on a quiet one)
-DEFAULT_BOOT_TIMEOUT = 900.0
+DEFAULT_BOOT_TIMEOUT = 600.0
 #: and the whole run, image build included, is bounded too
-DEFAULT_TOTAL_TIMEOUT = 1800.0
+DEFAULT_TOTAL_TIMEOUT = 900.0
 MAX_BOOTS = 2
 HOST_TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "debugfs", "chroot", "cp")
 KEEP_RUNS = 5
@@ -97,16 +97,22 @@ def build_wheel(project: Path, out: Path) -> Path:
     return found[0]
 
 
-def stage(project: Path, wheel_dir: Path, target: Path, pytest_args: Sequence[str]) -> None:
-    """The work disk's contents: the runner, its settings, the wheel and the scenarios."""
+def config_env(pytest_args: Sequence[str]) -> str:
+    """The runner's settings, sourced by guest/boot.sh: the guest pytest's arguments as a
+    bash array (each argument kept whole: `-k "a or b"`)."""
     import shlex
 
+    return (f"PYTEST_ARGS=({' '.join(shlex.quote(a) for a in pytest_args)})\n"
+            f"MAX_BOOTS={MAX_BOOTS}\n")
+
+
+def stage(project: Path, wheel_dir: Path, target: Path, pytest_args: Sequence[str]) -> None:
+    """The work disk's contents: the runner, its settings, the wheel and the scenarios."""
     here = Path(__file__).resolve().parent.parent  # tests/system
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     shutil.copy2(here / "guest" / "boot.sh", target / "boot.sh")
-    (target / "config.env").write_text(
-        f"PYTEST_ARGS={shlex.quote(shlex.join(pytest_args))}\nMAX_BOOTS={MAX_BOOTS}\n")
+    (target / "config.env").write_text(config_env(pytest_args))
     shutil.copytree(wheel_dir, target / "wheel")
     proj = target / "project"
     (proj / "tests").mkdir(parents=True)
