@@ -38,8 +38,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "deselected unless STRATA_SYSTEM_TESTS=1")
     config.addinivalue_line("markers", "boot(n): runs in the n-th boot of the VM (default 1)")
     config.addinivalue_line("markers", "before_reboot: runs last in its boot")
-    config.addinivalue_line("markers", "leaves_devices: a known bug leaves devices behind "
-                            "(test_08_dm_verity.py)")
 
 
 def in_system_run() -> bool:
