@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 
 from strata.errors import ErrorKind, StrataError
 from strata.images.base import chase_path
@@ -42,6 +44,45 @@ def chase(path: str, root: str = "/", *, nonexistent: bool = False) -> str:
 
     resolved = chase_path(path, lstat_mode, lambda cur: os.readlink(join_root(root, cur)), loop)
     return join_root(root, resolved)
+
+
+@contextlib.contextmanager
+def flocked(path: str, waiting: str | None = None, *, what: str = "lock file",
+            create: bool = False) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (a directory, or with `create` a lock file made if
+    missing), saying `waiting` once if another process holds it. The lock goes with the last
+    fd, so a crashed holder releases it."""
+    import fcntl
+
+    flags = os.O_CLOEXEC | (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to open {what} '{path}'") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                from strata import log
+
+                log.info(waiting)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_optional(path: str, what: str = "") -> bytes | None:
+    """The contents of the file `path`, None when it does not exist; any other failure is an
+    error naming it (`what`: e.g. "key " in "Failed to read key '...'")."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StrataError.from_os(e, f"Failed to read {what}'{path}'") from e
 
 
 def dir_is_empty(path: str) -> bool:

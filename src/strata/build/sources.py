@@ -238,15 +238,19 @@ def _makedirs(layer: Path, path: Path) -> None:
             os.chmod(d, 0o755)
 
 
+def _stat_source(path: Path, what: str) -> os.stat_result:
+    """stat() of a tree or file source, a missing one named as such."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise StrataError(f"{path}: source {what} not found", kind=ErrorKind.NOT_FOUND) from None
+    except OSError as e:
+        raise StrataError.from_os(e, str(path)) from e
+
+
 def _stage_tree(source: TreeSource, layer: Path, on_special: Callable[[str, str], None], *,
                 link: bool) -> int:
-    try:
-        st = os.stat(source.path)
-    except FileNotFoundError:
-        raise StrataError(f"{source.path}: source tree not found",
-                          kind=ErrorKind.NOT_FOUND) from None
-    except OSError as e:
-        raise StrataError.from_os(e, str(source.path)) from e
+    st = _stat_source(source.path, "tree")
     if not stat.S_ISDIR(st.st_mode):
         raise StrataError(f"{source.path}: a tree source must be a directory",
                           kind=ErrorKind.INVALID)
@@ -256,13 +260,7 @@ def _stage_tree(source: TreeSource, layer: Path, on_special: Callable[[str, str]
 
 
 def _stage_file(source: FileSource, layer: Path) -> None:
-    try:
-        st = os.stat(source.path)
-    except FileNotFoundError:
-        raise StrataError(f"{source.path}: source file not found",
-                          kind=ErrorKind.NOT_FOUND) from None
-    except OSError as e:
-        raise StrataError.from_os(e, str(source.path)) from e
+    st = _stat_source(source.path, "file")
     if not stat.S_ISREG(st.st_mode):
         raise StrataError(f"{source.path}: a file source must be a regular file",
                           kind=ErrorKind.INVALID)

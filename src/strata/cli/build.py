@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from strata.cli.parsing import UsageParser, json_mode
 from strata.errors import ErrorKind, StrataError
 
 HELP = """\
@@ -32,12 +32,6 @@ See docs/reference.md, strata-build(8), for the spec.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise StrataError(f"strata build: {message}", kind=ErrorKind.USAGE,
-                          hint="see 'strata build --help'")
-
-
 def _epoch(value: str) -> int:
     from strata.build.spec import EPOCH_MAX
 
@@ -47,18 +41,12 @@ def _epoch(value: str) -> int:
     return int(value)
 
 
-def _json_mode(value: str) -> str:
-    if value not in ("pretty", "short", "off"):
-        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
-    return value
-
-
 def run(argv: Sequence[str]) -> int:
-    p = _Parser(prog="strata build", add_help=False, allow_abbrev=False)
+    p = UsageParser("strata build")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("spec", nargs="?")
     p.add_argument("-o", "--output", default=".")
-    p.add_argument("--json", nargs="?", const="pretty", default="off", type=_json_mode)
+    p.add_argument("--json", nargs="?", const="pretty", default="off", type=json_mode)
     p.add_argument("--source-date-epoch", type=_epoch)
     p.add_argument("--keep-staging", action="store_true")
     ns = p.parse_args(list(argv))

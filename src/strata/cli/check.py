@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from strata.cli.output import dump_json, write
+from strata.cli.parsing import Parser
+from strata.cli.parsing import json_mode as strict_json_mode
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass
 
@@ -39,38 +40,9 @@ Exit status: 0 no findings, or only info; 2 warnings but no errors;
 """
 
 
-class Formatter(argparse.HelpFormatter):
-    """A fixed width: the default asks shutil for the terminal's, and importing shutil costs
-    a few milliseconds of start-up."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=100)
-
-
-class Parser(argparse.ArgumentParser):
-    """One line on stderr and exit status 1, as every strata command fails."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog=prog, add_help=False, allow_abbrev=False,
-                         formatter_class=Formatter)
-
-    def error(self, message: str) -> NoReturn:
-        head, sep, rest = message.partition(": ")
-        if head == "unrecognized arguments" and sep:
-            for arg in rest.split():
-                sys.stderr.write(f"{self.prog}: unrecognized option '{arg}'\n")
-        elif head.startswith("argument ") and sep and rest.startswith("Unknown"):
-            sys.stderr.write(rest + "\n")
-        else:
-            sys.stderr.write(f"{self.prog}: {message}\n")
-        raise SystemExit(1)
-
-
 def json_mode(value: str) -> str:
     """--json=pretty|short|off, or "" for a bare --json (see bare_json)."""
-    if value not in ("pretty", "short", "off", ""):
-        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
-    return value
+    return value if value == "" else strict_json_mode(value)
 
 
 def bare_json(argv: Sequence[str]) -> list[str]:

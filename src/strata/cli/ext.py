@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from strata import log
 from strata.cli import lifecycle
 from strata.cli.output import dump_json, render_table, write
-from strata.cli.parsing import Parser
+from strata.cli.parsing import Parser, check_verb_options, json_mode
 from strata.errors import ErrorKind, StrataError
 
 if TYPE_CHECKING:
@@ -142,12 +142,6 @@ OPTION_NAMES = {"os_release": "--os-release", "priority": "--priority", "all": "
 
 
 
-def _json_mode(value: str) -> str:
-    if value not in ("pretty", "short", "off"):
-        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
-    return value
-
-
 def _priority(value: str) -> int:
     try:
         return int(value, 10)
@@ -162,7 +156,7 @@ def build_parser() -> Parser:
     p.add_argument("names", nargs="*")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("--root")
-    p.add_argument("--json", type=_json_mode, default="off")
+    p.add_argument("--json", type=json_mode, default="off")
     p.add_argument("--no-legend", action="store_true")
     p.add_argument("--no-pager", action="store_true")
     p.add_argument("--os-release")
@@ -255,13 +249,8 @@ def _report_outcome(o: Outcome, ns: argparse.Namespace, verb: str) -> int:
 
 
 def _check_options(ns: argparse.Namespace) -> None:
-    for dest, verbs in ONLY.items():
-        value = getattr(ns, dest)
-        if value not in (None, False) and ns.verb not in verbs:
-            allowed = " and ".join(f"'{v}'" for v in verbs)
-            raise StrataError(f"Option {OPTION_NAMES[dest]} is only valid with {allowed}.",
-                              kind=ErrorKind.USAGE)
-    lifecycle.check_options(ns)
+    check_verb_options(ns, ONLY, OPTION_NAMES)
+    check_verb_options(ns, lifecycle.ONLY, lifecycle.OPTION_NAMES)
     if ns.names and ns.verb not in ("enable", "disable", "help", *lifecycle.VERBS):
         raise StrataError("Too many arguments.", kind=ErrorKind.USAGE)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from strata.cli.check import Parser, bare_json, default_json_mode, json_mode
+from strata.cli.check import bare_json, default_json_mode, json_mode
 from strata.cli.output import dump_json, write
+from strata.cli.parsing import Parser
 from strata.errors import ErrorKind, StrataError
 
 PROG = "strata inspect"

@@ -102,15 +102,6 @@ OPTION_NAMES = {"enable": "--enable", "now": "--now", "image_policy": "--image-p
                 "keep_files": "--keep-files", "force": "--force", "follow": "--follow"}
 
 
-def check_options(ns: argparse.Namespace) -> None:
-    for dest, verbs in ONLY.items():
-        value = getattr(ns, dest)
-        if value not in (None, False) and ns.verb not in verbs:
-            allowed = " and ".join(f"'{v}'" for v in verbs)
-            raise StrataError(f"Option {OPTION_NAMES[dest]} is only valid with {allowed}.",
-                              kind=ErrorKind.USAGE)
-
-
 # --- JSON shapes -------------------------------------------------------------------------------
 
 

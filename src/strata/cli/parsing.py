@@ -4,7 +4,43 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import NoReturn
+
+
+def json_mode(value: str) -> str:
+    """The type of --json=: pretty, short or off, as systemd's tools take it."""
+    if value not in ("pretty", "short", "off"):
+        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
+    return value
+
+
+def check_verb_options(ns: argparse.Namespace, only: Mapping[str, tuple[str, ...]],
+                       names: Mapping[str, str]) -> None:
+    """Refuse an option given with a verb that does not take it: `only` maps an option's
+    dest to the verbs it is valid with, `names` its dest to how it is spelled."""
+    from strata.errors import ErrorKind, StrataError
+
+    for dest, verbs in only.items():
+        value = getattr(ns, dest)
+        if value not in (None, False) and ns.verb not in verbs:
+            allowed = " and ".join(f"'{v}'" for v in verbs)
+            raise StrataError(f"Option {names[dest]} is only valid with {allowed}.",
+                              kind=ErrorKind.USAGE)
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse for the strata-only commands whose errors go through main's one error path:
+    a usage error (exit status 1) with a hint to --help."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog=prog, add_help=False, allow_abbrev=False)
+
+    def error(self, message: str) -> NoReturn:
+        from strata.errors import ErrorKind, StrataError
+
+        raise StrataError(f"{self.prog}: {message}", kind=ErrorKind.USAGE,
+                          hint=f"see '{self.prog} --help'")
 
 
 class Formatter(argparse.HelpFormatter):

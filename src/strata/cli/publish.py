@@ -3,13 +3,12 @@ docs/reference.md)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from strata import log
 from strata.cli.output import dump_json, write
-from strata.cli.parsing import Parser
+from strata.cli.parsing import Parser, json_mode
 from strata.errors import ErrorKind, StrataError
 
 if TYPE_CHECKING:
@@ -50,12 +49,6 @@ Key files are unencrypted PEM unless $STRATA_KEY_PASSPHRASE is set.
 """
 
 
-def _json_mode(value: str) -> str:
-    if value not in ("pretty", "short", "off"):
-        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
-    return value
-
-
 def build_parser() -> Parser:
     p = Parser("strata publish")
     p.add_argument("-h", "--help", action="store_true")
@@ -68,7 +61,7 @@ def build_parser() -> Parser:
     mode.add_argument("--refresh-timestamp", action="store_true")
     mode.add_argument("--resign", action="store_true")
     mode.add_argument("--rotate-key", metavar="ROLE")
-    p.add_argument("--json", type=_json_mode, default="off")
+    p.add_argument("--json", type=json_mode, default="off")
     return p
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from strata.cli.parsing import UsageParser
 from strata.errors import ErrorKind, StrataError
 
 HELP = """\
@@ -31,16 +30,10 @@ reach the socket. See docs/reference.md, "Varlink API".
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise StrataError(f"strata serve: {message}", kind=ErrorKind.USAGE,
-                          hint="see 'strata serve --help'")
-
-
 def run(argv: Sequence[str]) -> int:
     from strata.service.listen import DEFAULT_SOCKET
 
-    p = _Parser(prog="strata serve", add_help=False, allow_abbrev=False)
+    p = UsageParser("strata serve")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("--socket", default=DEFAULT_SOCKET)
     p.add_argument("--root")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from strata import __version__, log
 from strata.cli.output import dump_json, format_timestamp, render_table, write
-from strata.cli.parsing import Parser
+from strata.cli.parsing import Parser, json_mode
 from strata.errors import ErrorKind, StrataError
 from strata.model import ExtClass, MutableMode
 from strata.parse import parse_boolean
@@ -85,12 +85,6 @@ def _bool(option: str) -> Callable[[str], bool]:
     return conv
 
 
-def _json_mode(value: str) -> str:
-    if value not in ("pretty", "short", "off"):
-        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
-    return value
-
-
 def build_parser(prog: str) -> Parser:
     p = Parser(prog)
     p.add_argument("verb", nargs="?", default="status")
@@ -100,7 +94,7 @@ def build_parser(prog: str) -> Parser:
     p.add_argument("--no-pager", action="store_true")
     p.add_argument("--no-legend", action="store_true")
     p.add_argument("--root")
-    p.add_argument("--json", type=_json_mode, default="off")
+    p.add_argument("--json", type=json_mode, default="off")
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-reload", action="store_true")
     p.add_argument("--image-policy")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from strata import log
 from strata.cli.output import dump_json, render_table, write
-from strata.cli.parsing import Parser
+from strata.cli.parsing import Parser, json_mode
 from strata.errors import ErrorKind, StrataError
 
 if TYPE_CHECKING:
@@ -51,12 +51,6 @@ Exit status: 0 when up to date or updated, 1 on an error or a roll-back.
 """
 
 
-def _json_mode(value: str) -> str:
-    if value not in ("pretty", "short", "off"):
-        raise argparse.ArgumentTypeError(f"Unknown argument to --json=: {value}")
-    return value
-
-
 def build_parser() -> Parser:
     p = Parser("strata update")
     p.add_argument("-h", "--help", action="store_true")
@@ -69,7 +63,7 @@ def build_parser() -> Parser:
     p.add_argument("--root-file")
     p.add_argument("--force", action="store_true")
     p.add_argument("--retry-rejected", action="store_true")
-    p.add_argument("--json", type=_json_mode, default="off")
+    p.add_argument("--json", type=json_mode, default="off")
     p.add_argument("--no-legend", action="store_true")
     return p
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -31,7 +30,7 @@ from strata.engine.worker import (
     remove_workdir,
 )
 from strata.errors import ErrorKind, StrataError
-from strata.fsutil import join_root
+from strata.fsutil import flocked, join_root
 from strata.kernel import mountapi
 from strata.kernel.ns import in_private_namespace
 from strata.model import ExtClass
@@ -61,19 +60,9 @@ def require_privileges() -> None:
 def root_lock(root: str) -> Iterator[None]:
     """Serialise merge/unmerge/refresh on one root: an exclusive flock on the root directory
     itself, so nothing is created and a crashed holder releases it with its last fd."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to open root directory '{root}'") from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(f"Waiting for another merge on '{root}' to finish...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(root, f"Waiting for another merge on '{root}' to finish...",
+                 what="root directory"):
         yield
-    finally:
-        os.close(fd)
 
 
 # --- reading images --------------------------------------------------------------------------

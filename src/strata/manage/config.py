@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from strata.errors import ErrorKind, StrataError
-from strata.fsutil import join_root
+from strata.fsutil import join_root, read_optional
 from strata.model import ExtClass, MutableMode
 from strata.record import record
 
@@ -42,13 +42,9 @@ def read_document(root: str) -> tuple[str, dict[str, Any]] | None:
     unreadable or malformed file is an error naming it. Shared by the commands that keep
     their sections in it."""
     path = join_root(root, CONFIG_FILE)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+    data = read_optional(path)
+    if data is None:
         return None
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to read '{path}'") from e
     import tomllib
 
     try:

@@ -101,22 +101,8 @@ def remove(directory: str, name: str) -> bool:
 def locked(path: str, waiting: str | None = None) -> Iterator[None]:
     """Hold an exclusive flock on the lock file `path` (created, with its directory), saying
     `waiting` once if another process holds it."""
-    import fcntl
-
-    from strata import log
+    from strata.fsutil import flocked
 
     make_dirs(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to open lock file '{path}'") from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                log.info(waiting)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(path, waiting, create=True):
         yield
-    finally:
-        os.close(fd)

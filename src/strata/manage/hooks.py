@@ -347,6 +347,19 @@ def _service_manager(phase3: _Phase, phase4: _Phase, exts: Sequence[MergedExtens
                 phase4.add(phase, argv, name)
 
 
+def _add_cache_refreshes(phase: _Phase, merged: Sequence[MergedExtension],
+                         scan: ContentScanner) -> None:
+    """depmod when an extension ships kernel modules, then ldconfig when one ships
+    libraries (each once, naming the extensions that asked)."""
+    found = [(ext, scan(ext)) for ext in merged]
+    for ext, c in found:
+        if c.modules:
+            phase.add(Phase.DEPMOD, _DEPMOD_ALL, ext.name)
+    for ext, c in found:
+        if c.libraries:
+            phase.add(Phase.LDCONFIG, ("ldconfig",), ext.name)
+
+
 def plan_after_merge(merged: Sequence[MergedExtension], *, root: str = "/",
                      content: ContentScanner | None = None) -> tuple[HookCommand, ...]:
     """The commands to run after `merged` (in the order given, which decides the order of
@@ -354,13 +367,7 @@ def plan_after_merge(merged: Sequence[MergedExtension], *, root: str = "/",
     docstring. `content` (default: scan_content, reading each image) says what each ships."""
     scan = _scanner(root, content)
     phase1, phase2, phase3, phase4 = _Phase(), _Phase(), _Phase(), _Phase()
-    found = [(ext, scan(ext)) for ext in merged]
-    for ext, c in found:
-        if c.modules:
-            phase1.add(Phase.DEPMOD, _DEPMOD_ALL, ext.name)
-    for ext, c in found:
-        if c.libraries:
-            phase1.add(Phase.LDCONFIG, ("ldconfig",), ext.name)
+    _add_cache_refreshes(phase1, merged, scan)
     for ext in merged:
         pairs = _pairs(ext)
         for value in _all_values(pairs, "AVOCADO_ON_MERGE"):
@@ -440,13 +447,7 @@ def plan_after_unmerge(merged: Sequence[MergedExtension], *, root: str = "/",
     there, so compute this plan before unmerging and run it after (see after_unmerge)."""
     scan = _scanner(root, content)
     steps, reload = _Phase(), _Phase()
-    found = [(ext, scan(ext)) for ext in merged]
-    for ext, c in found:
-        if c.modules:
-            steps.add(Phase.DEPMOD, _DEPMOD_ALL, ext.name)
-    for ext, c in found:
-        if c.libraries:
-            steps.add(Phase.LDCONFIG, ("ldconfig",), ext.name)
+    _add_cache_refreshes(steps, merged, scan)
     for ext in merged:
         _, release = _current(root, ext)
         if (_wants_manager_reload(ext, release)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from strata.errors import ErrorKind, StrataError
-from strata.fsutil import chase
+from strata.fsutil import chase, read_optional
 from strata.manage import fsio
 from strata.manage.api import SourceKind
 from strata.record import record
@@ -87,13 +87,9 @@ def load(root: str, image_file: str) -> ImageRecord | None:
     import json
 
     path = os.path.join(metadata_dir(root), image_file + SUFFIX)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw = read_optional(path)
+    if raw is None:
         return None
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to read '{path}'") from e
     try:
         data = json.loads(raw)
     except ValueError as e:

@@ -147,17 +147,8 @@ def list_entry(img: "Image") -> dict[str, Any]:
 
 def list_json(img: "Image") -> dict[str, Any]:
     """list_entry() as the wire has it (what _LIST_TYPE.tojson gives; a test checks it)."""
-    entry: dict[str, Any] = {"Class": img.ext_class.value, "Type": img.type.value,
-                             "Name": img.name, "Path": img.path, "ReadOnly": img.read_only}
-    if img.crtime_us:
-        entry["CreationTimestamp"] = img.crtime_us
-    if img.mtime_us:
-        entry["ModificationTimestamp"] = img.mtime_us
-    if img.usage_bytes is not None:
-        entry["Usage"] = entry["UsageExclusive"] = img.usage_bytes
-    if img.limit_bytes is not None:
-        entry["Limit"] = entry["LimitExclusive"] = img.limit_bytes
-    return entry
+    return {k: v.value if isinstance(v, (ImageClass, ImageType)) else v
+            for k, v in list_entry(img).items()}
 
 
 def list_answer(images: Sequence["Image"]) -> readcache.Answer:

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from strata.errors import ErrorKind, StrataError
-from strata.fsutil import join_root
+from strata.fsutil import join_root, read_optional
 from strata.record import record, replace
 
 STATE_DIR = "/var/lib/strata/update"
@@ -182,13 +182,9 @@ def path(root: str) -> str:
 
 def load(root: str) -> Journal | None:
     p = path(root)
-    try:
-        with open(p, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw = read_optional(p)
+    if raw is None:
         return None
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to read '{p}'") from e
     try:
         data = json.loads(raw)
     except ValueError as e:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from strata import log
 from strata.errors import ErrorKind, StrataError
+from strata.fsutil import read_optional
 
 if TYPE_CHECKING:
     from securesystemslib.signer import CryptoSigner
@@ -31,14 +32,8 @@ def key_path(keys_dir: str, role: str) -> str:
 def load(keys_dir: str, role: str) -> CryptoSigner | None:
     """The role's signer, None when it has no key file yet."""
     path = key_path(keys_dir, role)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise StrataError.from_os(e, f"Failed to read key '{path}'") from e
-    return signer_from_pem(data, source=path)
+    data = read_optional(path, "key ")
+    return None if data is None else signer_from_pem(data, source=path)
 
 
 def signer_from_pem(data: bytes, *, source: str) -> CryptoSigner:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from strata import log
 from strata.errors import ErrorKind, StrataError
+from strata.fsutil import flocked
 from strata.model import ExtClass
 from strata.record import record
 from strata.update import expiry, keys
@@ -338,16 +338,9 @@ class Repository:
 def _locked(repo: str) -> Iterator[None]:
     """One publisher at a time: an flock on the repository directory (nothing is created)."""
     os.makedirs(repo, 0o755, exist_ok=True)
-    fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(f"Waiting for another publish to '{repo}' to finish...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(repo, f"Waiting for another publish to '{repo}' to finish...",
+                 what="repository"):
         yield
-    finally:
-        os.close(fd)
 
 
 # --- reading an image ------------------------------------------------------------------------
